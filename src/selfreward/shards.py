@@ -1,0 +1,118 @@
+"""Resumable sharded work: each shard is written atomically as it finishes; a rerun skips it.
+
+A shard's seed depends only on its index, so a resumed run produces the same rows as an
+uninterrupted one. Shards live in `<output>.shards/` (git- and DVC-ignored) until the stage
+writes its final output, then they are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .io import atomic_file, dumps_line, write_json
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of everything that determines a stage's output (config, inputs, model)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """Cheap identity of a checkpoint: names, sizes and mtimes of its files."""
+    p = Path(model_dir)
+    return fingerprint(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                              for f in p.iterdir() if f.is_file()) if p.is_dir() else str(p))
+
+
+class ShardStore:
+    """Shard files for one output, invalidated when the fingerprint changes."""
+
+    def __init__(self, output: str | Path, key: str) -> None:
+        self.dir = Path(str(output) + ".shards")
+        meta = self.dir / "meta.json"
+        if self.dir.exists():
+            try:
+                old = json.loads(meta.read_text())["key"]
+            except (OSError, ValueError, KeyError):
+                old = None
+            if old != key:
+                log.info("discarding shards in %s: made with other inputs or params", self.dir)
+                shutil.rmtree(self.dir)
+        if not self.dir.exists():
+            self.dir.mkdir(parents=True)
+            write_json(meta, {"key": key})
+        self.resumed = 0
+        self.discarded = 0
+
+    def path(self, index: int) -> Path:
+        return self.dir / f"{index:05d}.jsonl"
+
+    def load(self, index: int, expected: int | None = None) -> list[dict] | None:
+        """Rows of a finished shard, or None if absent or corrupt (a corrupt one is deleted)."""
+        path = self.path(index)
+        if not path.exists():
+            return None
+        try:
+            lines = path.read_text(encoding="utf-8").split("\n")
+            if lines[-1] != "":
+                raise ValueError("partial last line")
+            rows = [json.loads(line) for line in lines[:-1]]
+            if expected is not None and len(rows) != expected:
+                raise ValueError(f"{len(rows)} rows, expected {expected}")
+        except (OSError, ValueError) as exc:
+            log.warning("discarding corrupt shard %s (%s); redoing it", path, exc)
+            path.unlink(missing_ok=True)
+            self.discarded += 1
+            return None
+        self.resumed += 1
+        return rows
+
+    def save(self, index: int, rows: list[dict]) -> None:
+        with atomic_file(self.path(index)) as fh:
+            for row in rows:
+                fh.write(dumps_line(row))
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_sharded(items: Sequence[Any], output: str | Path, key: str, shard_size: int,
+                work: Callable[[list[Any], int], list[dict]], desc: str) -> tuple[list[dict], dict]:
+    """Apply `work(chunk, shard_index)` shard by shard, resuming finished shards.
+
+    `work` must return one row per item. Returns all rows in order and resume statistics.
+    """
+    store = ShardStore(output, key)
+    rows: list[dict] = []
+    chunks = [list(items[i:i + shard_size]) for i in range(0, len(items), shard_size)]
+    with tqdm(total=len(items), desc=desc, unit="item") as bar:
+        for k, chunk in enumerate(chunks):
+            done = store.load(k, expected=len(chunk))
+            if done is None:
+                done = work(chunk, k)
+                if len(done) != len(chunk):
+                    raise RuntimeError(f"shard {k}: {len(done)} rows for {len(chunk)} items")
+                store.save(k, done)
+            rows.extend(done)
+            bar.update(len(chunk))
+    stats = {"shards": len(chunks), "shards_resumed": store.resumed,
+             "shards_discarded": store.discarded}
+    if store.resumed:
+        log.info("%s: resumed %d of %d shards", desc, store.resumed, len(chunks))
+    return rows, stats
+
+
+def finish(output: str | Path) -> None:
+    """Remove the shard directory once the final output is written."""
+    shutil.rmtree(Path(str(output) + ".shards"), ignore_errors=True)

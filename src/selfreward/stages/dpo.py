@@ -1,0 +1,55 @@
+"""Stage `dpo` (M_t -> M_t+1): TRL DPOTrainer on the self-rewarded pairs, reference = M_t."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from ..errors import UserError
+from ..io import read_jsonl, remove_outputs, require
+from ..models import load_model
+from ..params import DpoParams
+from ..training.common import finish_training, lora_config, trainer_kwargs
+
+log = logging.getLogger(__name__)
+
+
+def load_pairs(path: str) -> list[dict]:
+    """Validate TRL conversational preference rows: prompt, chosen, rejected (message lists)."""
+    rows = []
+    for line, obj in read_jsonl(path):
+        row = {}
+        for key in ("prompt", "chosen", "rejected"):
+            msgs = require(obj, key, list, file=path, line=line)
+            if not msgs or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                   and isinstance(m.get("role"), str) for m in msgs):
+                raise UserError("expected a non-empty list of {role, content} messages",
+                                file=path, line=line, field=key)
+            row[key] = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        rows.append(row)
+    return rows
+
+
+def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str | Path,
+            metrics_path: str | Path, plot_path: str | Path | None, dtype: str) -> dict:
+    """Train M_t+1 from M_t with DPO; the frozen reference is a copy of M_t."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    remove_outputs(out_dir, metrics_path)
+    rows = load_pairs(pairs_path)
+    model, tok = load_model(model_dir, dtype="float32", for_training=True)
+    ref = None
+    if not p.lora.enabled:  # with LoRA, TRL uses the adapter-disabled base as reference
+        ref, _ = load_model(model_dir, dtype="float32")
+    with tempfile.TemporaryDirectory(prefix="dpo-") as work:
+        config = DPOConfig(**trainer_kwargs(p, work), beta=p.beta, loss_type=p.loss_type,
+                           max_length=p.max_length, dataset_num_proc=None)
+        trainer = DPOTrainer(model=model, ref_model=ref, args=config,
+                             train_dataset=Dataset.from_list(rows), processing_class=tok,
+                             peft_config=lora_config(p.lora))
+        log.info("DPO on %d pairs (beta=%s)", len(rows), p.beta)
+        trainer.train()
+        return finish_training(trainer, tok, out_dir, dtype, metrics_path, plot_path,
+                               {"pairs": len(rows), "beta": p.beta})

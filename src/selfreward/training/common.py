@@ -1,0 +1,92 @@
+"""What SFT and DPO share: trainer arguments from params, LoRA, metrics, saving the checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_dir, write_csv, write_json
+from ..models import save_checkpoint
+from ..params import LoraParams, TrainParams
+
+log = logging.getLogger(__name__)
+
+
+def trainer_kwargs(p: TrainParams, output_dir: str) -> dict:
+    """TrainingArguments fields common to SFTConfig and DPOConfig."""
+    cuda = torch.cuda.is_available()
+    return dict(
+        output_dir=output_dir,
+        learning_rate=p.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": p.final_learning_rate},
+        warmup_steps=p.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        num_train_epochs=p.epochs,
+        max_steps=p.max_steps,
+        per_device_train_batch_size=p.batch_size,
+        gradient_accumulation_steps=p.grad_accum,
+        weight_decay=p.weight_decay,
+        gradient_checkpointing=p.gradient_checkpointing,
+        seed=p.seed,
+        data_seed=p.seed,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not cuda,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+
+
+def lora_config(p: LoraParams):
+    """A peft LoraConfig, or None when LoRA is off."""
+    if not p.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
+                      target_modules=p.target_modules, task_type="CAUSAL_LM")
+
+
+def train_dtype() -> torch.dtype:
+    """fp32 master weights on CPU; bf16 autocast handles speed on GPU."""
+    return torch.float32
+
+
+def finish_training(trainer, tok, out_dir: str | Path, dtype: str, metrics_path: str | Path,
+                    plot_path: str | Path | None, extra: dict) -> dict:
+    """Merge LoRA if any, save the checkpoint atomically, write metrics and the loss curve."""
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    summary = [h for h in trainer.state.log_history if "train_loss" in h]
+    metrics = {"steps": trainer.state.global_step, **extra}
+    if summary:
+        metrics["train_loss"] = _finite(summary[-1]["train_loss"])
+        metrics["train_runtime_s"] = round(summary[-1].get("train_runtime", 0.0), 2)
+    if history:
+        metrics["final_loss"] = _finite(history[-1]["loss"])
+        for key in history[-1]:
+            if key.startswith(("rewards/", "logps/")):
+                vals = [h[key] for h in history if key in h]
+                metrics[key.replace("/", "_") + "_mean"] = _finite(sum(vals) / len(vals))
+                metrics[key.replace("/", "_") + "_last"] = _finite(vals[-1])
+    with atomic_dir(out_dir) as tmp:
+        save_checkpoint(model, tok, tmp, dtype)
+    if plot_path:
+        cols = ["step", "loss"] + sorted({k for h in history for k in h
+                                          if k.startswith("rewards/")})
+        write_csv(plot_path, [c.replace("/", "_") for c in cols],
+                  ([h.get("step"), *(h.get(c, "") for c in cols[1:])] for h in history))
+    write_json(metrics_path, metrics)
+    log.info("training metrics: %s", metrics)
+    return metrics
+
+
+def _finite(x: float) -> float | None:
+    return round(float(x), 6) if x is not None and math.isfinite(x) else None
