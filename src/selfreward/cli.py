@@ -68,9 +68,11 @@ def sft(params_file, model_dir, ift, eft, out, metrics, plot) -> None:
     EFT examples are rendered through the judge template, so M1 learns to judge; the loss
     covers the assistant's answer only. Optional LoRA (sft.lora) is merged before saving.
     """
+    from .launch import maybe_relaunch
     from .stages.sft import run_sft
 
     p = load_params(params_file)
+    maybe_relaunch(p.launch, cleanup=(out, metrics, plot))  # accelerate launch when launch.* ask
     run_sft(p.sft, model_dir, list(ift), list(eft), out, metrics, plot, p.base.dtype)
 
 
@@ -160,9 +162,11 @@ def dpo(params_file, model_dir, pairs_file, out, metrics, plot) -> None:
 
     The reference model is M_t; optional LoRA (dpo.lora) is merged before saving.
     """
+    from .launch import maybe_relaunch
     from .stages.dpo import run_dpo
 
     p = load_params(params_file)
+    maybe_relaunch(p.launch, cleanup=(out, metrics, plot))  # accelerate launch when launch.* ask
     run_dpo(p.dpo, model_dir, pairs_file, out, metrics, plot, p.base.dtype)
 
 

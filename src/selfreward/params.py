@@ -126,6 +126,18 @@ class PairsParams:
 
 
 @dataclass
+class LaunchParams:
+    """How `sft` and `dpo` run: in-process, or through `accelerate launch` (selfreward/launch.py)."""
+
+    strategy: Literal["ddp", "zero3", "fsdp"] = "ddp"  # configs/accelerate_<strategy>.yaml
+    num_processes: int = 1  # total over all machines (accelerate's meaning): 16 = 2 nodes x 8 GPUs
+    num_machines: int = 1
+    machine_rank: int = 0  # per node: override with SELFREWARD_MACHINE_RANK, not in params.yaml
+    main_process_ip: str | None = None  # rank-0 node's address; required when num_machines > 1
+    main_process_port: int = 29500
+
+
+@dataclass
 class IterationSpec:
     model: str
     next: str
@@ -141,12 +153,13 @@ class Params:
     judge: JudgeParams = field(default_factory=JudgeParams)
     pairs: PairsParams = field(default_factory=PairsParams)
     dpo: DpoParams = field(default_factory=DpoParams)
+    launch: LaunchParams = field(default_factory=LaunchParams)
     iterations: dict[str, IterationSpec] = field(default_factory=dict)
-    # Sections owned by other modules (eval, remote, launch) are validated by them.
+    # Sections owned by other modules (eval) are validated by them.
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-EXTRA_SECTIONS = ("eval", "launch")
+EXTRA_SECTIONS: tuple[str, ...] = ("eval",)
 
 
 def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
@@ -299,6 +312,28 @@ def _check_ranges(p: Params, where: dict) -> None:
         stage, name = key.split(".")
         if not 0 < getattr(getattr(p, stage), name) <= 1:
             bad(key, "must be in (0, 1]")
+    _check_launch(p.launch, where)
+
+
+def _check_launch(p: LaunchParams, where: dict) -> None:
+    def bad(key: str, msg: str) -> typing.NoReturn:
+        # A key left out (e.g. main_process_ip) is reported at its section's line.
+        line = where["lines"].get(key) or where["lines"].get("launch")
+        raise UserError(msg, file=where["file"], line=line, field=key)
+
+    if p.num_processes < 1:
+        bad("launch.num_processes", f"must be >= 1, got {p.num_processes}")
+    if p.num_machines < 1:
+        bad("launch.num_machines", f"must be >= 1, got {p.num_machines}")
+    if p.num_processes % p.num_machines:
+        bad("launch.num_processes", f"{p.num_processes} processes do not split evenly over "
+            f"{p.num_machines} machines (num_processes is the total over all machines)")
+    if not 0 <= p.machine_rank < p.num_machines:
+        bad("launch.machine_rank", f"must be in [0, {p.num_machines - 1}]")
+    if p.num_machines > 1 and not p.main_process_ip:
+        bad("launch.main_process_ip", "needed when num_machines > 1 (the rank-0 node's address)")
+    if not 0 < p.main_process_port < 65536:
+        bad("launch.main_process_port", "must be a TCP port (1-65535)")
 
 
 def section_dict(params: Params, name: str) -> dict:

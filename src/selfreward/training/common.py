@@ -39,6 +39,8 @@ def trainer_kwargs(p: TrainParams, output_dir: str) -> dict:
         report_to=[],
         disable_tqdm=False,
         dataloader_num_workers=0,
+        # Every trainable weight gets a gradient (LoRA freezes, it does not skip): no extra DDP pass.
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -59,13 +61,16 @@ def train_dtype() -> torch.dtype:
 
 def finish_training(trainer, tok, out_dir: str | Path, dtype: str, metrics_path: str | Path,
                     plot_path: str | Path | None, extra: dict) -> dict:
-    """Merge LoRA if any, save the checkpoint atomically, write metrics and the loss curve."""
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    """Merge LoRA if any, save the checkpoint atomically, write metrics and the loss curve.
+
+    Under `accelerate launch` every rank calls this (gathering sharded weights is collective);
+    only the main process writes, so the outputs exist once.
+    """
+    model = trained_model(trainer)
     history = [h for h in trainer.state.log_history if "loss" in h]
     summary = [h for h in trainer.state.log_history if "train_loss" in h]
-    metrics = {"steps": trainer.state.global_step, **extra}
+    metrics = {"steps": trainer.state.global_step,
+               "num_processes": trainer.accelerator.num_processes, **extra}
     if summary:
         metrics["train_loss"] = _finite(summary[-1]["train_loss"])
         metrics["train_runtime_s"] = round(summary[-1].get("train_runtime", 0.0), 2)
@@ -76,16 +81,63 @@ def finish_training(trainer, tok, out_dir: str | Path, dtype: str, metrics_path:
                 vals = [h[key] for h in history if key in h]
                 metrics[key.replace("/", "_") + "_mean"] = _finite(sum(vals) / len(vals))
                 metrics[key.replace("/", "_") + "_last"] = _finite(vals[-1])
-    with atomic_dir(out_dir) as tmp:
-        save_checkpoint(model, tok, tmp, dtype)
-    if plot_path:
-        cols = ["step", "loss"] + sorted({k for h in history for k in h
-                                          if k.startswith("rewards/")})
-        write_csv(plot_path, [c.replace("/", "_") for c in cols],
-                  ([h.get("step"), *(h.get(c, "") for c in cols[1:])] for h in history))
-    write_json(metrics_path, metrics)
-    log.info("training metrics: %s", metrics)
+    if model is not None:  # the main process
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        with atomic_dir(out_dir) as tmp:
+            save_checkpoint(model, tok, tmp, dtype)
+        if plot_path:
+            cols = ["step", "loss"] + sorted({k for h in history for k in h
+                                              if k.startswith("rewards/")})
+            write_csv(plot_path, [c.replace("/", "_") for c in cols],
+                      ([h.get("step"), *(h.get(c, "") for c in cols[1:])] for h in history))
+        write_json(metrics_path, metrics)
+        log.info("training metrics: %s", metrics)
+    # The other ranks stay until the checkpoint is on disk, so the launcher's exit means done.
+    trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def trained_model(trainer):
+    """The trained model with full weights on the main process, None on the other ranks.
+
+    Every rank must call it: under ZeRO-3 or FSDP the shards are gathered collectively.
+    """
+    from accelerate.utils import DistributedType
+
+    acc = trainer.accelerator
+    if acc.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        return acc.unwrap_model(trainer.model) if acc.is_main_process else None
+    state = acc.get_state_dict(trainer.model_wrapped)  # full (16-bit for ZeRO-3) on rank 0
+    if not acc.is_main_process:
+        return None
+    return _rebuild(acc.unwrap_model(trainer.model), state)
+
+
+def _rebuild(sharded, state: dict):
+    """A plain CPU model (LoRA-wrapped if `sharded` is) holding the gathered `state`."""
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    # Training is over: a model built now must not be partitioned by ZeRO-3's init hook again.
+    unset_hf_deepspeed_config()
+    peft_config = getattr(sharded, "peft_config", None)
+    base = sharded.get_base_model() if peft_config else sharded
+    with torch.device("cpu"):
+        model = AutoModelForCausalLM.from_config(base.config, dtype=torch.float32)
+    if peft_config:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config["default"])
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if k.endswith("lm_head.weight")
+            and getattr(base.config, "tie_word_embeddings", False)}
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"gathered state dict does not fit the model: missing="
+                           f"{sorted(set(missing) - tied)[:5]} unexpected={sorted(unexpected)[:5]}")
+    if tied:
+        model.tie_weights()
+    return model
 
 
 def _finite(x: float) -> float | None:
