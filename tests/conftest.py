@@ -58,3 +58,76 @@ def write_jsonl(tmp_path):
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+SCRIPT_WORDS = ("apple river stone cloud green music table window garden yellow silver ocean "
+                "forest candle paper bridge winter summer letter planet travel kitchen budget "
+                "energy health doctor market coffee mountain station").split()
+
+
+def build_scripted_model(out: Path) -> Path:
+    """A tiny Llama whose weights are set by hand to act as a bigram sampler over a script:
+    after any token it writes a few random words, then '.Score: d' with a random digit 0-5.
+
+    Attention and MLP outputs are zeroed, so the next-token distribution depends only on the last
+    token's class. Sampled judgments therefore parse (varying scores) and generated prompts pass
+    the filters: what the end-to-end tests of the sample-mode judge need from a model that small.
+    """
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    build_tiny_model(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out, tie_word_embeddings=False)
+    model.config.tie_word_embeddings = False
+
+    def single(text: str) -> int:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1, (text, ids)
+        return ids[0]
+
+    words = [i for w in SCRIPT_WORDS if len(ids := tok(" " + w, add_special_tokens=False)
+                                             ["input_ids"]) == 1 for i in ids]
+    dot, score, colon = single("."), single("Score"), single(":")
+    space = tok("Score: 1", add_special_tokens=False)["input_ids"][-2]
+    digits = [tok("Score: " + str(d), add_special_tokens=False)["input_ids"][-1] for d in range(6)]
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    classes = {"start": 0, "dot": 1, "score": 2, "colon": 3, "space": 4, "digit": 5}
+    hidden = model.config.hidden_size
+    scale = math.sqrt(hidden)  # RMSNorm maps a one-hot of any size to sqrt(hidden) * e_c
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight
+        emb.zero_()
+        emb[:, classes["start"]] = 1.0
+        for ids, c in ((words, "start"), ([dot], "dot"), ([score], "score"), ([colon], "colon"),
+                       ([space], "space"), (digits, "digit")):
+            for i in ids:
+                emb[i].zero_()
+                emb[i, classes[c]] = 1.0
+        head = model.lm_head.weight
+        head.fill_(0.0)
+        head[:, :6] = -40.0 / scale  # every other token: very unlikely from every class
+
+        def allow(c: str, targets: list[int], logit: float = 0.0) -> None:
+            for t in targets:
+                head[t, classes[c]] = logit / scale
+
+        allow("start", words)
+        allow("start", [dot], math.log(len(words) / 4))  # about one word in five ends the run
+        allow("dot", [score])
+        allow("score", [colon])
+        allow("colon", [space])
+        allow("space", digits)
+        allow("digit", [end])
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def scripted_model(tmp_path_factory) -> Path:
+    return build_scripted_model(tmp_path_factory.mktemp("scripted") / "model")

@@ -26,11 +26,11 @@ _CUT = re.compile(r"\n\s*(?:task\s*\d+|answer|response|output|solution|input|exa
 
 def clean_prompt(raw: str) -> str:
     """Turn raw model text into one candidate prompt: drop numbering, answers and later tasks."""
-    text = _CUT.split("\n" + raw.strip())[0]
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    text = _LEAD.sub("", raw.strip(), count=1)
+    lines = [ln.strip() for ln in _CUT.split(text)[0].strip().splitlines() if ln.strip()]
     if not lines:
         return ""
-    first = _LEAD.sub("", lines[0]).strip()
+    first = lines[0]
     # A task that introduces its input ("...following text:") keeps the next lines.
     if first.endswith(":") and len(lines) > 1:
         first = first + "\n" + "\n".join(lines[1:4])

@@ -1,0 +1,77 @@
+"""Judge: score parsing edge cases, sample and logprob modes."""
+
+import pytest
+
+from fakes import ScriptedEngine
+from selfreward.engines.base import Sampling
+from selfreward.params import EngineParams, JudgeParams
+from selfreward.stages.judge import judge_metrics, judge_rows, parse_score
+
+
+@pytest.mark.parametrize("text, score", [
+    ("Good answer.\nScore: 4", 4.0),
+    ("Score: 4.5", 4.5),
+    ("score:5", 5.0),
+    ("Score: 2 ... on reflection, Score: 3", 3.0),
+    ("It deserves 4 points.", None),
+    ("Score: 9", None),
+    ("Score: 45", None),
+    ("**Score:** 5", 5.0),
+    ("Score: **5**", 5.0),
+    ("Score: 3/5", 3.0),
+    ("SCORE = 1", 1.0),
+    ("", None),
+])
+def test_parse_score(text, score):
+    assert parse_score(text) == score
+
+
+ROWS = [{"id": "a", "prompt": "p1", "responses": ["good", "bad", "meh"]},
+        {"id": "b", "prompt": "p2", "responses": ["x", "y"]}]
+
+
+def test_sample_mode_records_nulls_and_means(tmp_path):
+    replies = {"good": ["Score: 5", "Score: 4", "Score: 5"], "bad": ["Score: 1", "oops", "nah"],
+               "meh": ["none", "none", "none"], "x": ["Score: 2"] * 3, "y": ["Score: 3"] * 3}
+
+    def reply(text, k, seed):
+        resp = text.split("<response>")[1].split("</response>")[0]
+        return replies[resp][k]
+
+    engine = ScriptedEngine(reply)
+    rows, stats = judge_rows(engine, ROWS, JudgeParams(mode="sample", samples=3), 1,
+                             tmp_path / "j.jsonl", "k")
+    assert rows[0]["scores"] == [[5.0, 4.0, 5.0], [1.0, None, None], [None, None, None]]
+    assert rows[0]["mean"] == [pytest.approx(14 / 3, abs=1e-5), 1.0, None]
+    assert rows[0]["raw"][1] == ["Score: 1", "oops", "nah"]
+    assert engine.calls[0][1].n == 3 and stats["shards"] == 2
+    m = judge_metrics(rows)
+    assert m["judgments"] == 15 and m["parsed"] == 10 and m["parse_rate"] == pytest.approx(2 / 3, abs=1e-3)
+    assert m["responses_without_score"] == 1
+    assert (m["hist_5"], m["hist_1"], m["hist_2"], m["hist_3"]) == (1, 1, 1, 1)
+
+
+def test_logprob_mode_expected_value(tmp_path):
+    engine = ScriptedEngine(None, probs=lambda text: [0, 0, 0, 0.5, 0.5, 0] if "good" in text
+                            else [1, 0, 0, 0, 0, 0])
+    rows, _ = judge_rows(engine, ROWS[:1], JudgeParams(mode="logprob"), 8, tmp_path / "j", "k")
+    assert rows[0]["scores"] == [[3.5], [0.0], [0.0]] and rows[0]["mean"] == [3.5, 0.0, 0.0]
+    assert "raw" not in rows[0]
+
+
+def test_logprob_judge_on_a_tiny_real_model(tiny_model):
+    from selfreward.engines import make_engine
+
+    engine = make_engine(str(tiny_model), EngineParams(name="hf", batch_size=4))
+    from selfreward.engines import expected_score
+    from selfreward.prompting import JUDGE_PREFIX, judge_messages
+
+    chats = [judge_messages("What is 2+2?", r) for r in ("4", "five", "The answer is 4.")]
+    probs = engine.digit_probs(chats, JUDGE_PREFIX)
+    assert len(probs) == 3
+    for pr in probs:
+        assert len(pr) == 6 and sum(pr) == pytest.approx(1.0, abs=1e-5)
+        assert 0.0 <= expected_score(pr) <= 5.0
+    # Sampling the same chats with the same seed is reproducible.
+    s = Sampling(n=2, temperature=0.7, top_p=0.9, max_new_tokens=6, seed=3)
+    assert engine.generate(chats[:1], s) == engine.generate(chats[:1], s)
