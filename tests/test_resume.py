@@ -1,0 +1,220 @@
+"""Resumable sharded generation: shard bookkeeping in-process, then SIGKILL + rerun of the real
+`selfreward responses` / `selfreward judge` commands, compared byte for byte with a clean run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selfreward.engines.base import EngineStats
+from selfreward.shards import ShardStore, run_sharded
+
+# -- run_sharded in-process ------------------------------------------------------------------
+
+
+def _items(n: int) -> list[dict]:
+    return [{"id": f"p{i}", "x": i} for i in range(n)]
+
+
+def _work(calls: list[int], fail_at: int | None = None):
+    def work(chunk: list[dict], k: int) -> list[dict]:
+        if k == fail_at:
+            raise KeyboardInterrupt("simulated crash")
+        calls.append(k)
+        return [{"id": it["id"], "y": it["x"] * 10 + k} for it in chunk]
+
+    return work
+
+
+def test_finished_shards_are_skipped_after_a_crash(tmp_path):
+    out, items = tmp_path / "out.jsonl", _items(7)
+    calls: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_sharded(items, out, "k", 2, _work(calls, fail_at=2), desc="t")
+    assert calls == [0, 1]
+    calls.clear()
+    rows, stats = run_sharded(items, out, "k", 2, _work(calls), desc="t")
+    assert calls == [2, 3]
+    assert stats == {"shards": 4, "shards_resumed": 2, "shards_discarded": 0}
+    clean, _ = run_sharded(items, tmp_path / "clean.jsonl", "k", 2, _work([]), desc="t")
+    assert rows == clean
+
+
+def test_partial_last_line_is_discarded_and_redone(tmp_path):
+    out, items = tmp_path / "out.jsonl", _items(6)
+    run_sharded(items, out, "k", 2, _work([]), desc="t")
+    shard = Path(str(out) + ".shards") / "00001.jsonl"
+    good = shard.read_text()
+    shard.write_text(good[:-7])  # cut inside the last row
+    calls: list[int] = []
+    rows, stats = run_sharded(items, out, "k", 2, _work(calls), desc="t")
+    assert calls == [1] and stats["shards_discarded"] == 1 and stats["shards_resumed"] == 2
+    assert shard.read_text() == good
+    assert [r["id"] for r in rows] == [it["id"] for it in items]
+
+
+@pytest.mark.parametrize("damage", ["drop_row", "wrong_id", "not_json", "not_object"])
+def test_other_corrupt_shards_are_redone(tmp_path, damage):
+    out, items = tmp_path / "out.jsonl", _items(4)
+    run_sharded(items, out, "k", 2, _work([]), desc="t")
+    shard = Path(str(out) + ".shards") / "00000.jsonl"
+    lines = shard.read_text().splitlines(keepends=True)
+    broken = {"drop_row": lines[:1],
+              "wrong_id": [lines[0].replace('"p0"', '"p9"'), lines[1]],
+              "not_json": ["{oops\n", lines[1]],
+              "not_object": ["[1, 2]\n", lines[1]]}[damage]
+    shard.write_text("".join(broken))
+    calls: list[int] = []
+    rows, stats = run_sharded(items, out, "k", 2, _work(calls), desc="t")
+    assert calls == [0] and stats["shards_discarded"] == 1
+    assert rows[0] == {"id": "p0", "y": 0}
+
+
+def test_other_key_or_layout_discards_all_shards(tmp_path):
+    out, items = tmp_path / "out.jsonl", _items(6)
+    run_sharded(items, out, "k", 2, _work([]), desc="t")
+    for key, size in [("other", 2), ("other", 3)]:
+        calls: list[int] = []
+        _, stats = run_sharded(items, out, key, size, _work(calls), desc="t")
+        assert stats["shards_resumed"] == 0 and len(calls) == stats["shards"]
+
+
+def test_work_must_return_one_row_per_item(tmp_path):
+    with pytest.raises(RuntimeError, match="shard 0"):
+        run_sharded(_items(2), tmp_path / "o.jsonl", "k", 2, lambda chunk, k: chunk[:1], "t")
+    # Nothing was saved for the bad shard.
+    assert not (tmp_path / "o.jsonl.shards" / "00000.jsonl").exists()
+
+
+def test_meta_without_key_resets_the_store(tmp_path):
+    out = tmp_path / "o.jsonl"
+    store = ShardStore(out, "k")
+    store.save(0, [{"id": "a"}])
+    (store.dir / "meta.json").write_text("{broken")
+    assert ShardStore(out, "k").load(0) is None
+
+
+def test_progress_bar_shows_items_and_tokens_per_second(tmp_path, capsys):
+    stats = EngineStats()
+
+    def work(chunk: list[dict], k: int) -> list[dict]:
+        time.sleep(0.05)
+        stats.generated_tokens += 100
+        return [{"id": it["id"]} for it in chunk]
+
+    run_sharded(_items(4), tmp_path / "o.jsonl", "k", 1, work, desc="gen", stats=stats)
+    err = capsys.readouterr().err
+    assert "item/s" in err and "tok_s=" in err
+
+
+# -- the real commands, killed with SIGKILL half-way ------------------------------------------
+
+N_ITEMS = 6
+
+
+def _params(tmp_path: Path) -> Path:
+    params = {"engine": {"name": "hf", "batch_size": 4, "shard_size": 1, "max_model_len": 512},
+              "responses": {"n": 2, "temperature": 1.0, "top_p": 0.95, "max_new_tokens": 24,
+                            "seed": 3},
+              "judge": {"mode": "sample", "samples": 2, "temperature": 1.0, "top_p": 0.95,
+                        "max_new_tokens": 12, "seed": 5}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _command(stage: str, params: Path, model: Path, inp: Path, out: Path) -> list[str]:
+    flag = {"responses": "--prompts", "judge": "--responses"}[stage]
+    return [sys.executable, "-m", "selfreward.cli", stage, "--params", str(params),
+            "--model", str(model), flag, str(inp), "--out", str(out),
+            "--metrics", str(out.with_suffix(".metrics.json"))]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _run(cmd: list[str]) -> dict:
+    done = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(Path(cmd[-1]).read_text())
+
+
+def _shard_files(out: Path) -> list[Path]:
+    return sorted(Path(str(out) + ".shards").glob("[0-9]*.jsonl"))
+
+
+def _kill_half_way(cmd: list[str], out: Path) -> int:
+    """Start the command, SIGKILL it once half its shards are written; return how many exist."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while len(_shard_files(out)) < N_ITEMS // 2:
+            assert proc.poll() is None, "finished before it could be interrupted"
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    return len(_shard_files(out))
+
+
+def _resume_matches_clean_run(stage: str, tmp_path: Path, model: Path, inp: Path) -> dict:
+    tmp_path.mkdir()
+    params = _params(tmp_path)
+    clean = tmp_path / "clean" / f"{stage}.jsonl"
+    clean.parent.mkdir()
+    clean_metrics = _run(_command(stage, params, model, inp, clean))
+
+    out = tmp_path / "killed" / f"{stage}.jsonl"
+    out.parent.mkdir()
+    cmd = _command(stage, params, model, inp, out)
+    written = _kill_half_way(cmd, out)
+    assert N_ITEMS // 2 <= written < N_ITEMS and not out.exists()
+    # A torn write of the last finished shard: it must be redone, not merged.
+    last = _shard_files(out)[-1]
+    last.write_bytes(last.read_bytes()[:-5])
+
+    metrics = _run(cmd)
+    assert out.read_bytes() == clean.read_bytes()
+    assert metrics["shards_resumed"] == written - 1 and metrics["shards_discarded"] == 1
+    assert not Path(str(out) + ".shards").exists()
+    assert clean_metrics["shards_resumed"] == 0
+    return {"clean": clean_metrics, "resumed": metrics, "written": written, "out": clean}
+
+
+@pytest.fixture
+def prompts_file(tmp_path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    topics = ["tides", "bread", "volcanoes", "chess", "rainbows", "bees"]
+    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Explain {t} briefly."}) + "\n"
+                            for i, t in enumerate(topics[:N_ITEMS])))
+    return path
+
+
+def test_killed_responses_and_judge_resume_byte_identical(tmp_path, tiny_model, prompts_file):
+    res = _resume_matches_clean_run("responses", tmp_path / "r", tiny_model, prompts_file)
+    # Only the prompts of redone shards went through the engine again.
+    redone = N_ITEMS - (res["written"] - 1)
+    assert res["resumed"]["engine_prompts"] == redone
+    assert res["clean"]["engine_prompts"] == N_ITEMS
+    rows = [json.loads(line) for line in res["out"].read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(N_ITEMS)]
+    assert all(len(r["responses"]) == 2 for r in rows)
+
+    judged = _resume_matches_clean_run("judge", tmp_path / "j", tiny_model, res["out"])
+    redone = N_ITEMS - (judged["written"] - 1)
+    assert judged["resumed"]["engine_prompts"] == 2 * redone  # 2 responses per item
+    rows = [json.loads(line) for line in judged["out"].read_text().splitlines()]
+    assert all(len(r["scores"]) == 2 and len(r["raw"]) == 2 for r in rows)
