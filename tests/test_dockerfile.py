@@ -1,6 +1,6 @@
-"""The Dockerfile, read with a real Dockerfile parser (no Docker engine here): two targets, non-root,
-no secrets, installed through the Makefile from requirements.lock, COPY sources and make targets
-that exist, and a GPU lock consistent with the CPU one."""
+"""The Dockerfile, read with a real Dockerfile parser (no Docker engine here): two targets,
+non-root, no secrets, installed through the Makefile from requirements.lock, COPY sources and
+make targets that exist, and a GPU lock consistent with the CPU one."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import dockerfile
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|AUTH|PRIVATE|^AWS_|^HF_TOKEN", re.I)
+SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|AUTH|PRIVATE|^AWS_|^HF_TOKEN",
+                         re.IGNORECASE)
 SECRET_VALUE = re.compile(r"AKIA[0-9A-Z]{12,}|ghp_[0-9A-Za-z]{20,}|hf_[0-9A-Za-z]{20,}")
 
 
@@ -139,13 +140,15 @@ def test_make_targets_run_by_the_image_exist():
         assert calls, name
         for args in calls:
             # make -n fails with "No rule to make target" for a target the Makefile lacks.
-            proc = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True)
+            proc = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
+                                  check=False)
             assert proc.returncode == 0, f"{name}: make {' '.join(args)}: {proc.stderr}"
 
 
 def test_gpu_lock_agrees_with_requirements_lock():
     cpu, gpu = lock(ROOT / "requirements.lock"), lock(ROOT / "requirements-gpu.lock")
-    torch_spec = re.search(r"^TORCH_SPEC \?= torch==(\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    torch_spec = re.search(r"^TORCH_SPEC \?= torch==(\S+)$", (ROOT / "Makefile").read_text(),
+                           re.MULTILINE)
     assert torch_spec and gpu["torch"] == torch_spec.group(1)
     assert "vllm" in gpu and "torch" not in cpu
     overrides = {name for name in gpu if name in cpu and gpu[name] != cpu[name]}

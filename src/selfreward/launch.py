@@ -31,12 +31,13 @@ def config_file(strategy: str) -> Path:
     """The accelerate config shipped for launch.strategy (ddp, zero3, fsdp)."""
     path = CONFIG_DIR / f"accelerate_{strategy}.yaml"
     if not path.is_file():
-        raise UserError(f"no accelerate config {path.name} in {CONFIG_DIR}", field="launch.strategy")
+        raise UserError(f"no accelerate config {path.name} in {CONFIG_DIR}",
+                        field="launch.strategy")
     return path
 
 
 def needs_launcher(p: LaunchParams) -> bool:
-    """One process with plain DDP is just in-process training; anything else goes through accelerate."""
+    """One process with plain DDP trains in-process; anything else goes through accelerate."""
     return p.num_processes > 1 or p.strategy != "ddp"
 
 
@@ -64,7 +65,7 @@ def machine_rank(p: LaunchParams, env: Mapping[str, str] = os.environ) -> int:
 def build_launch_command(argv: Sequence[str], p: LaunchParams, *,
                          python: str = sys.executable,
                          env: Mapping[str, str] = os.environ) -> list[str]:
-    """The command that runs `selfreward <argv>` as params `launch` ask (in-process when 1 + ddp)."""
+    """The command that runs `selfreward <argv>` as params `launch` ask (plain for 1 + ddp)."""
     target = ["-m", "selfreward.cli", *argv]
     if not needs_launcher(p):
         return [python, *target]

@@ -39,7 +39,7 @@ def trainer_kwargs(p: TrainParams, output_dir: str) -> dict:
         report_to=[],
         disable_tqdm=False,
         dataloader_num_workers=0,
-        # Every trainable weight gets a gradient (LoRA freezes, it does not skip): no extra DDP pass.
+        # Every trainable weight gets a gradient (LoRA freezes, it skips none): no extra DDP pass.
         ddp_find_unused_parameters=False,
     )
 
