@@ -67,7 +67,7 @@ if [ -z "$$(dvc remote list 2>/dev/null)" ]; then \
   echo "hint: no DVC remote is configured. Add one:" >&2; \
   echo "hint:   make remote URL=s3://BUCKET/PATH [ENDPOINT=https://HOST]   (docs/remote.md)" >&2; \
 else \
-  echo "hint: DVC remote(s): $$(dvc remote list | tr '\n\t' '; ')" >&2; \
+  echo "hint: DVC remote(s): $$(dvc remote list | tr -s ' \t' ' ' | paste -sd ';' -)" >&2; \
   echo "hint: check the URL/endpoint and the network, and the credentials: in the" >&2; \
   echo "hint: environment (AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or in" >&2; \
   echo "hint: .dvc/config.local (dvc remote modify --local). See docs/remote.md." >&2; \

@@ -155,6 +155,14 @@ def test_cli_relaunches_dpo_once(tmp_path, monkeypatch):
     assert "accelerate_zero3.yaml" in cmd[cmd.index("--config_file") + 1]
     assert env[launch.LAUNCHED_ENV] == "1"
     assert not stale.exists()
+    # Another node of a multi-node run leaves (possibly shared) outputs to the rank-0 node.
+    calls.clear()
+    stale.mkdir()
+    params.write_text("launch: {num_processes: 16, num_machines: 2, main_process_ip: 10.0.0.1}\n")
+    monkeypatch.setenv(launch.MACHINE_RANK_ENV, "1")
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (_, cmd, _), = calls
+    assert cmd[cmd.index("--machine_rank") + 1] == "1" and stale.exists()
     # Inside the launched process the same command trains instead of launching again.
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert maybe_relaunch(LaunchParams(num_processes=8), argv=args) is None

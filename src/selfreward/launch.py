@@ -84,12 +84,14 @@ def maybe_relaunch(p: LaunchParams, cleanup: Iterable[str | Path | None] = (),
                    argv: Sequence[str] | None = None) -> None:
     """Re-execute this command under `accelerate launch` when params ask for it; else return.
 
-    The stale outputs in `cleanup` are removed once here, so the ranks never race to delete them.
+    The stale outputs in `cleanup` are removed once here, by the rank-0 node only, so ranks never
+    race to delete them (nor a late node a shared filesystem's fresh outputs).
     """
     if not needs_launcher(p) or inside_launcher():
         return
     cmd = build_launch_command(sys.argv[1:] if argv is None else argv, p)
-    remove_outputs(*(c for c in cleanup if c))
+    if machine_rank(p) == 0:
+        remove_outputs(*(c for c in cleanup if c))
     log.info("launching %d process(es) on %d machine(s), strategy %s: %s", p.num_processes,
              p.num_machines, p.strategy, shlex.join(cmd))
     for handler in logging.getLogger().handlers:
