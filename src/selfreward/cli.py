@@ -170,5 +170,83 @@ def dpo(params_file, model_dir, pairs_file, out, metrics, plot) -> None:
     run_dpo(p.dpo, model_dir, pairs_file, out, metrics, plot, p.base.dtype)
 
 
+@main.command("eval-judge")
+@PARAMS
+@MODEL
+@click.option("--eft", "eft_file", type=click.Path(),
+              help="Grouped human-scored judge examples (prompt, response, score, group).")
+@click.option("--pairs", "pairs_file", type=click.Path(),
+              help="Preference pairs {prompt, chosen, rejected} (strings or chat messages).")
+@_out("out", "Metrics JSON to write (also printed).", required=False)
+def eval_judge(params_file, model_dir, eft_file, pairs_file, out) -> None:
+    """Agreement of a model as judge with human preferences (params judge.*, engine.*).
+
+    --eft: pairwise accuracy, 5-best, exact match, Spearman, Kendall tau. --pairs: pairwise
+    accuracy on chosen/rejected pairs. Model ties are counted separately.
+    """
+    import json
+
+    from .stages.evaluate import run_eval_judge
+
+    p = load_params(params_file)
+    click.echo(json.dumps(run_eval_judge(model_dir, p, eft_file, pairs_file, out), indent=2))
+
+
+@main.command("eval-model")
+@PARAMS
+@MODEL
+@click.option("--prompts", "prompts_file", required=True, type=click.Path(),
+              help="Held-out eval prompts ({id, prompt}).")
+@click.option("--eft", "eft_file", type=click.Path(), help="Held-out EFT set (judge agreement).")
+@_out("out", "Output directory: answers.jsonl, eft_scores.jsonl, summary.json.")
+def eval_model(params_file, model_dir, prompts_file, eft_file, out) -> None:
+    """One model's answers to the eval prompts, their lengths, and its judge agreement.
+
+    Answers use eval.* (eval.max_prompts seeded subset, greedy at eval.temperature 0); judge
+    agreement uses judge.* exactly as the pipeline's judge stage.
+    """
+    from .stages.evaluate import run_eval_model
+
+    p = load_params(params_file)
+    run_eval_model(model_dir, p, prompts_file, eft_file, out)
+
+
+@main.command()
+@PARAMS
+@click.option("--iteration", required=True, help="Iteration key t (M_t -> M_t+1).")
+@click.option("--model-eval", required=True, type=click.Path(), help="eval-model dir of M_t.")
+@click.option("--next-eval", required=True, type=click.Path(), help="eval-model dir of M_t+1.")
+@click.option("--sft-eval", required=True, type=click.Path(), help="eval-model dir of M1.")
+@click.option("--judge", "judge_dir", type=click.Path(),
+              help="Local judge checkpoint (default: eval.judge; unused with eval.judge_endpoint).")
+@_out("out", "Verdicts JSONL (every comparison, both orders).")
+@_out("metrics", "Metrics JSON (win/tie/loss, judge agreement, lengths).")
+def evaluate(params_file, iteration, model_eval, next_eval, sft_eval, judge_dir, out,
+             metrics) -> None:
+    """Head-to-head: M_t+1 vs M_t and vs M1 judged in both orders by a fixed judge (eval.*).
+
+    A verdict that flips with the order is a tie. The judge is eval.judge (a local model) or
+    eval.judge_endpoint (OpenAI-compatible; key from the env variable named eval.api_key_env).
+    """
+    from .stages.evaluate import run_evaluate
+
+    p = load_params(params_file)
+    run_evaluate(p, iteration, model_eval, next_eval, sft_eval, out, metrics, judge_dir)
+
+
+@main.command()
+@click.option("--metrics-dir", default="metrics", show_default=True, type=click.Path(),
+              help="Metrics root (iter<N>/*.json).")
+@click.option("--out", default="reports", show_default=True, type=click.Path(),
+              help="Directory for summary.md and the PNG charts.")
+@click.option("--plots", "plots_dir", default="plots/eval", show_default=True,
+              type=click.Path(), help="Directory for the DVC plot CSVs across iterations.")
+def report(metrics_dir, out, plots_dir) -> None:
+    """Write reports/summary.md (tables per iteration) and charts from whatever metrics exist."""
+    from .report import run_report
+
+    click.echo(str(run_report(metrics_dir, out, plots_dir)))
+
+
 if __name__ == "__main__":
     main()

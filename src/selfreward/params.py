@@ -126,6 +126,26 @@ class PairsParams:
 
 
 @dataclass
+class EvalParams:
+    """Evaluation: answers to held-out prompts, head-to-head judging, judge agreement."""
+
+    max_prompts: int = 16  # eval prompts used (a seeded subset; 0 = all)
+    max_new_tokens: int = 96
+    temperature: float = 0.0  # 0 = greedy answers
+    top_p: float = 1.0
+    seed: int = 0
+    judge: str = "models/m1"  # fixed local pairwise judge (ignored when judge_endpoint is set)
+    pairwise_mode: Literal["logprob", "generate"] = "logprob"  # local judge: P("1") vs P("2")
+    judge_max_new_tokens: int = 160  # generate mode and endpoint: room for reasons + "Winner: n"
+    judge_endpoint: str | None = None  # OpenAI-compatible base URL, e.g. https://api.openai.com/v1
+    endpoint_model: str = "gpt-4o"
+    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the env variable with the key
+    endpoint_timeout: float = 60.0
+    endpoint_retries: int = 3
+    endpoint_concurrency: int = 4
+
+
+@dataclass
 class LaunchParams:
     """How `sft` and `dpo` run: in-process, or through `accelerate launch` (selfreward/launch.py)."""
 
@@ -153,13 +173,14 @@ class Params:
     judge: JudgeParams = field(default_factory=JudgeParams)
     pairs: PairsParams = field(default_factory=PairsParams)
     dpo: DpoParams = field(default_factory=DpoParams)
+    eval: EvalParams = field(default_factory=EvalParams)
     launch: LaunchParams = field(default_factory=LaunchParams)
     iterations: dict[str, IterationSpec] = field(default_factory=dict)
-    # Sections owned by other modules (eval) are validated by them.
+    # Sections owned by other modules (none at present) are validated by them.
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-EXTRA_SECTIONS: tuple[str, ...] = ("eval",)
+EXTRA_SECTIONS: tuple[str, ...] = ()
 
 
 def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
@@ -299,6 +320,10 @@ def _check_ranges(p: Params, where: dict) -> None:
         "responses.max_new_tokens": p.responses.max_new_tokens,
         "judge.max_new_tokens": p.judge.max_new_tokens,
     }
+    positive.update({"eval.max_new_tokens": p.eval.max_new_tokens,
+                     "eval.judge_max_new_tokens": p.eval.judge_max_new_tokens,
+                     "eval.endpoint_timeout": p.eval.endpoint_timeout,
+                     "eval.endpoint_concurrency": p.eval.endpoint_concurrency})
     for key, value in positive.items():
         if value <= 0:
             bad(key, f"must be > 0, got {value}")
@@ -308,7 +333,11 @@ def _check_ranges(p: Params, where: dict) -> None:
         bad("prompts.rouge_threshold", "must be in [0, 1]")
     if p.pairs.min_margin <= 0:
         bad("pairs.min_margin", "must be > 0 so that ties are dropped")
-    for key in ("prompts.top_p", "responses.top_p", "judge.top_p"):
+    if p.eval.max_prompts < 0:
+        bad("eval.max_prompts", "must be >= 0 (0 = all eval prompts)")
+    if p.eval.endpoint_retries < 0:
+        bad("eval.endpoint_retries", "must be >= 0")
+    for key in ("prompts.top_p", "responses.top_p", "judge.top_p", "eval.top_p"):
         stage, name = key.split(".")
         if not 0 < getattr(getattr(p, stage), name) <= 1:
             bad(key, "must be in (0, 1]")

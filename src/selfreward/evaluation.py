@@ -1,0 +1,205 @@
+"""Evaluation metrics as pure functions: judge agreement with human scores, head-to-head win rates
+from position-swapped verdicts, and response-length statistics. No models, no files."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+Score = float | None  # a model score; None = the judge gave no parseable score
+
+OUTCOMES = ("agree", "disagree", "tie", "unscored")
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def compare(preferred: Score, other: Score) -> str:
+    """How a judge's scores order a pair whose first item is the human-preferred one."""
+    if preferred is None or other is None:
+        return "unscored"
+    if preferred > other:
+        return "agree"
+    return "disagree" if preferred < other else "tie"
+
+
+def pair_accuracy(pairs: Sequence[tuple[Score, Score]]) -> dict:
+    """Counts and rates over (score of preferred, score of other) pairs; ties count separately.
+
+    accuracy = agree / all pairs (a tie or unscored pair is not a success); accuracy_no_ties =
+    agree / (agree + disagree).
+    """
+    counts = Counter(compare(a, b) for a, b in pairs)
+    n = len(pairs)
+    decided = counts["agree"] + counts["disagree"]
+    return {"pairs": n, **{k: counts[k] for k in OUTCOMES},
+            "accuracy": _round(counts["agree"] / n) if n else None,
+            "accuracy_no_ties": _round(counts["agree"] / decided) if decided else None,
+            "tie_rate": _round(counts["tie"] / n) if n else None}
+
+
+def group_pairs(human: Sequence[float], groups: Sequence[str]) -> list[tuple[int, int]]:
+    """Index pairs (better, worse) of items in the same group with different human scores."""
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        by_group[g].append(i)
+    out = []
+    for idx in by_group.values():
+        for a_pos, a in enumerate(idx):
+            for b in idx[a_pos + 1:]:
+                if human[a] != human[b]:
+                    out.append((a, b) if human[a] > human[b] else (b, a))
+    return out
+
+
+def best_hit_rate(model: Sequence[Score], human: Sequence[float],
+                  groups: Sequence[str]) -> float | None:
+    """Share of groups whose model-top response has the group's best human score.
+
+    A tie for the model's top score earns the fraction of tied responses that are human-best (the
+    chance a random pick among them is right); groups with no scored response count as misses.
+    """
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        by_group[g].append(i)
+    if not by_group:
+        return None
+    total = 0.0
+    for idx in by_group.values():
+        scored = [i for i in idx if model[i] is not None]
+        if not scored:
+            continue
+        top = max(model[i] for i in scored)
+        best_human = max(human[i] for i in idx)
+        tops = [i for i in scored if model[i] == top]
+        total += sum(1 for i in tops if human[i] == best_human) / len(tops)
+    return total / len(by_group)
+
+
+def exact_match(model: Sequence[Score], human: Sequence[float]) -> float | None:
+    """Share of items whose model score, rounded half up to an integer, equals the human score."""
+    if not model:
+        return None
+    return sum(1 for m, h in zip(model, human)
+               if m is not None and math.floor(m + 0.5) == h) / len(model)
+
+
+def rankdata(values: Sequence[float]) -> list[float]:
+    """1-based ranks; tied values share the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation; None when fewer than 2 items or either side is constant."""
+    if len(x) < 2:
+        return None
+    mx, my = statistics.fmean(x), statistics.fmean(y)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return None
+    return sxy / math.sqrt(sxx * syy)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rho with tie correction (Pearson correlation of average ranks)."""
+    return pearson(rankdata(x), rankdata(y))
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's tau-b: (concordant - discordant) / sqrt of the pairs untied in x and in y."""
+    n = len(x)
+    concordant = discordant = tied_x = tied_y = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                tied_x += 1
+            elif dy == 0:
+                tied_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = math.sqrt((concordant + discordant + tied_x) * (concordant + discordant + tied_y))
+    return (concordant - discordant) / denom if denom else None
+
+
+def judge_agreement(model: Sequence[Score], human: Sequence[float],
+                    groups: Sequence[str]) -> dict:
+    """The paper's reward-modelling table for one judge on a grouped, human-scored set.
+
+    Correlations use only items the model scored; unscored items count as misses elsewhere.
+    """
+    if not (len(model) == len(human) == len(groups)):
+        raise ValueError("model, human and groups must have equal length")
+    pairs = [(model[a], model[b]) for a, b in group_pairs(human, groups)]
+    acc = pair_accuracy(pairs)
+    scored = [(m, h) for m, h in zip(model, human) if m is not None]
+    xs, ys = [m for m, _ in scored], [h for _, h in scored]
+    best = best_hit_rate(model, human, groups)
+    em = exact_match(model, human)
+    return {"items": len(model), "groups": len(set(groups)), "scored": len(scored),
+            **{f"pairwise_{k}": v for k, v in acc.items()},
+            "best_hit_rate": _round(best), "exact_match": _round(em),
+            "spearman": _round(spearman(xs, ys)), "kendall_tau": _round(kendall_tau_b(xs, ys)),
+            "mean_model_score": _round(statistics.fmean(xs)) if xs else None,
+            "mean_human_score": _round(statistics.fmean(human)) if human else None}
+
+
+def combine_orders(first: int | None, second: int | None) -> str:
+    """Outcome for candidate X from two verdicts (1 or 2 = the better slot, None = no verdict).
+
+    Order 1 shows X as response 1, order 2 shows X as response 2. X wins only if both orders
+    prefer it and loses only if both prefer the other; a flip or a missing verdict is a tie.
+    """
+    x_first = {1: "x", 2: "y"}.get(first)  # type: ignore[arg-type]
+    x_second = {2: "x", 1: "y"}.get(second)  # type: ignore[arg-type]
+    if x_first == x_second == "x":
+        return "win"
+    if x_first == x_second == "y":
+        return "loss"
+    return "tie"
+
+
+def win_rates(outcomes: Sequence[str]) -> dict:
+    """Win / tie / loss counts and percentages for candidate X."""
+    counts = Counter(outcomes)
+    unknown = set(counts) - {"win", "tie", "loss"}
+    if unknown:
+        raise ValueError(f"unknown outcomes: {sorted(unknown)}")
+    n = len(outcomes)
+
+    def pct(k: str) -> float | None:
+        return round(100 * counts[k] / n, 2) if n else None
+
+    return {"n": n, "win": counts["win"], "tie": counts["tie"], "loss": counts["loss"],
+            "win_pct": pct("win"), "tie_pct": pct("tie"), "loss_pct": pct("loss"),
+            # one number per comparison, as in the paper's plots: wins + half the ties
+            "win_rate": round((counts["win"] + 0.5 * counts["tie"]) / n, 4) if n else None}
+
+
+def length_stats(words: Sequence[int], tokens: Sequence[int]) -> dict:
+    """Mean and median response length in words and tokens."""
+    def stats(xs: Sequence[int], unit: str) -> dict:
+        return {f"mean_{unit}": round(statistics.fmean(xs), 2) if xs else None,
+                f"median_{unit}": float(statistics.median(xs)) if xs else None}
+
+    return {"responses": len(words), **stats(words, "words"), **stats(tokens, "tokens"),
+            "empty": sum(1 for w in words if w == 0)}

@@ -1,0 +1,163 @@
+"""The OpenAI-compatible endpoint judge against a real local HTTP server (http.server in a thread
+on 127.0.0.1): verdicts in both orders, the key in the Authorization header only, retries and
+errors that never reveal the key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from selfreward.cli import main
+from selfreward.endpoint import ChatEndpoint
+from selfreward.errors import UserError
+from selfreward.io import write_json, write_jsonl
+
+SECRET = "sk-test-7f3a9c1e-DO-NOT-LEAK"
+KEY_ENV = "SELFREWARD_TEST_JUDGE_KEY"
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    """Chat completions: picks the response containing GOOD, else the first slot (biased)."""
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_POST(self) -> None:
+        srv = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with srv.lock:
+            srv.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                                 "body": body})
+            fail = srv.fail_next.pop(0) if srv.fail_next else None
+        if fail:
+            # echo the credentials back, as some proxies do, to prove the client scrubs them
+            payload = json.dumps({"error": f"denied for {self.headers.get('Authorization')}"})
+            self._send(fail, payload.encode())
+            return
+        text = body["messages"][-1]["content"]
+        r1 = text.split("<response_1>")[1].split("</response_1>")[0]
+        r2 = text.split("<response_2>")[1].split("</response_2>")[0]
+        winner = 2 if "GOOD" in r2 and "GOOD" not in r1 else 1
+        reply = {"id": "x", "object": "chat.completion", "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                     "role": "assistant", "content": f"Response {winner} is better.\n"
+                                                     f"Winner: {winner}"}}],
+                 "usage": {"prompt_tokens": 100, "completion_tokens": 9, "total_tokens": 109}}
+        self._send(200, json.dumps(reply).encode())
+
+    def _send(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    srv.requests, srv.fail_next, srv.lock = [], [], threading.Lock()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def url(srv) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+
+def eval_dir(path: Path, answers: dict[str, str]) -> Path:
+    """A directory as `selfreward eval-model` writes it, built by hand (no model needed)."""
+    write_jsonl(path / "answers.jsonl",
+                [{"id": i, "prompt": f"Question {i}?", "answer": a, "words": len(a.split()),
+                  "tokens": len(a.split())} for i, a in answers.items()])
+    write_json(path / "summary.json", {"model": str(path), "prompts": len(answers),
+                                       "length": {"mean_words": 2.0}})
+    return path
+
+
+def test_evaluate_with_endpoint_judge(server, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    caplog.set_level(logging.DEBUG)
+    m1 = eval_dir(tmp_path / "m1", {"a": "bad", "b": "GOOD one", "c": "meh", "d": "x"})
+    m2 = eval_dir(tmp_path / "m2", {"a": "weak", "b": "GOOD too", "c": "GOOD", "d": "y"})
+    m3 = eval_dir(tmp_path / "m3", {"a": "GOOD", "b": "poor", "c": "GOOD", "d": "z"})
+    params = tmp_path / "params.yaml"
+    params.write_text(f"eval:\n  judge_endpoint: {url(server)}\n  endpoint_model: judge-9\n"
+                      f"  api_key_env: {KEY_ENV}\n  endpoint_concurrency: 3\n"
+                      "engine: {shard_size: 3}\n")
+    out, metrics = tmp_path / "verdicts.jsonl", tmp_path / "eval.json"
+    res = CliRunner().invoke(main, ["evaluate", "--params", str(params), "--iteration", "2",
+                                    "--model-eval", str(m2), "--next-eval", str(m3),
+                                    "--sft-eval", str(m1), "--out", str(out),
+                                    "--metrics", str(metrics)])
+    assert res.exit_code == 0, res.output
+    m = json.loads(metrics.read_text())
+    # M3 vs M2: a win (GOOD vs weak), a loss (poor vs GOOD), two ties (both/neither GOOD: the
+    # judge's first-slot bias flips with the order)
+    assert (m["vs_prev"]["win"], m["vs_prev"]["tie"], m["vs_prev"]["loss"]) == (1, 2, 1)
+    # M3 vs M1: a: win, b: loss, c: win (GOOD vs meh), d: tie
+    assert (m["vs_sft"]["win"], m["vs_sft"]["tie"], m["vs_sft"]["loss"]) == (2, 1, 1)
+    assert m["vs_sft"]["win_pct"] == 50.0 and m["vs_prev"]["first_slot_rate"] == 0.75
+    assert m["judge"] == {"kind": "endpoint", "url": url(server) + "/chat/completions",
+                          "model": "judge-9"}
+    assert m["endpoint_usage"]["requests"] == 16 and m["endpoint_usage"]["prompt_tokens"] == 1600
+
+    reqs = server.requests
+    assert len(reqs) == 16  # 2 opponents x 4 prompts x 2 orders
+    assert all(r["auth"] == f"Bearer {SECRET}" for r in reqs)
+    assert all(r["path"] == "/v1/chat/completions" and r["body"]["model"] == "judge-9"
+               and r["body"]["temperature"] == 0.0 for r in reqs)
+    # the key is sent, and nowhere else
+    written = [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
+    for text in written + [res.output, caplog.text, repr(m)]:
+        assert SECRET not in text
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {r["raw_x_first"] for r in recs} <= {"Response 1 is better.\nWinner: 1",
+                                                "Response 2 is better.\nWinner: 2"}
+
+
+def test_retry_then_success_and_errors_hide_the_key(server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    ep = ChatEndpoint(url(server), "judge-9", KEY_ENV, retries=2, backoff=0.01)
+    server.fail_next = [429, 503]
+    chat = [{"role": "user", "content": "<response_1>a</response_1><response_2>GOOD"
+                                        "</response_2>"}]
+    assert ep.complete(chat, max_tokens=8).endswith("Winner: 2")
+    assert ep.usage["retries"] == 2 and len(server.requests) == 3
+    server.fail_next = [401]
+    with pytest.raises(UserError) as err:
+        ep.complete(chat, max_tokens=8)
+    assert "HTTP 401" in str(err.value) and SECRET not in str(err.value)
+    assert "***" in str(err.value)  # the echoed key was scrubbed
+    assert SECRET not in repr(ep)
+
+
+def test_missing_key_and_bad_url(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(UserError, match=f"{KEY_ENV}.*not set"):
+        ChatEndpoint("http://127.0.0.1:9/v1", "m", KEY_ENV)
+    with pytest.raises(UserError, match="eval.judge_endpoint"):
+        ChatEndpoint("ftp://example.com", "m", None)
+
+
+def test_no_key_server_and_unreachable(server):
+    ep = ChatEndpoint(url(server) + "/chat/completions", "m", None)
+    chats = [[{"role": "user", "content": f"<response_1>{a}</response_1><response_2>{b}"
+                                          "</response_2>"}] for a, b in [("GOOD", "x"), ("x", "GOOD")]]
+    assert [t[-1] for t in ep.complete_many(chats, max_tokens=8)] == ["1", "2"]
+    assert all(r["auth"] is None for r in server.requests)
+    port = server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    dead = ChatEndpoint(f"http://127.0.0.1:{port}/v1", "m", None, retries=0, timeout=2)
+    with pytest.raises(UserError, match="unreachable"):
+        dead.complete(chats[0], max_tokens=8)
