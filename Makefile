@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: install iterate repro test test-fast lint profile-cpu profile-gpu clean-venv help
+.PHONY: install iterate repro report test test-fast lint profile-cpu profile-gpu clean-venv help
 
 help:  ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,8 +35,12 @@ iterate: install  ## run the whole pipeline (dvc repro) on params.yaml; default:
 	test -d .dvc || dvc init $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
 	dvc repro
 	dvc metrics show
+	@echo "report: reports/summary.md (charts in reports/*.png; stage 'report' of dvc.yaml)"
 
 repro: iterate
+
+report: install  ## rewrite reports/summary.md + charts from the metrics there are now (mid-run too)
+	selfreward report --metrics-dir metrics --out reports --plots plots/eval
 
 test: install  ## run the test suite (tiny random models; real embedded-model tests marked slow)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
