@@ -45,6 +45,7 @@ class TrainParams:
     weight_decay: float = 0.0
     seed: int = 0
     gradient_checkpointing: bool = False
+    save_steps: int = 0  # >0: checkpoint every N steps to <out>.ckpt/ and resume after a crash
     lora: LoraParams = field(default_factory=LoraParams)
 
 

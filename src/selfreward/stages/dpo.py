@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_jsonl, remove_outputs, require
 from ..models import load_model
 from ..params import DpoParams
-from ..training.common import finish_training, lora_config, trainer_kwargs
+from ..shards import fingerprint, model_fingerprint
+from ..training.common import (finish_training, lora_config, trainer_kwargs,
+                               training_workdir)
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,18 @@ def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str |
 
     remove_outputs(out_dir, metrics_path)
     rows = load_pairs(pairs_path)
+    key = fingerprint(p, model_fingerprint(model_dir), rows)
     model, tok = load_model(model_dir, dtype="float32", for_training=True)
     ref = None
     if not p.lora.enabled:  # with LoRA, TRL uses the adapter-disabled base as reference
         ref, _ = load_model(model_dir, dtype="float32")
-    with tempfile.TemporaryDirectory(prefix="dpo-") as work:
+    with training_workdir(p, out_dir, key) as (work, resume):
         config = DPOConfig(**trainer_kwargs(p, work), beta=p.beta, loss_type=p.loss_type,
                            max_length=p.max_length, dataset_num_proc=None)
         trainer = DPOTrainer(model=model, ref_model=ref, args=config,
                              train_dataset=Dataset.from_list(rows), processing_class=tok,
                              peft_config=lora_config(p.lora))
         log.info("DPO on %d pairs (beta=%s)", len(rows), p.beta)
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume)
         return finish_training(trainer, tok, out_dir, dtype, metrics_path, plot_path,
                                {"pairs": len(rows), "beta": p.beta})

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 from ..errors import UserError
 from ..io import remove_outputs
 from ..models import load_model
 from ..params import SftParams
+from ..shards import fingerprint, model_fingerprint
 from ..seed import Conversation, eft_conversation, load_eft, load_ift
-from ..training.common import finish_training, lora_config, trainer_kwargs
+from ..training.common import (finish_training, lora_config, trainer_kwargs,
+                               training_workdir)
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,14 @@ def run_sft(p: SftParams, model_dir: str | Path, ift_paths: list[str], eft_paths
         raise UserError("no SFT examples: pass --ift and/or --eft files")
     model, tok = load_model(model_dir, dtype="float32", for_training=True)
     dataset = sft_dataset(ift, eft)
-    with tempfile.TemporaryDirectory(prefix="sft-") as work:
+    key = fingerprint(p, model_fingerprint(model_dir), dataset.to_list())
+    with training_workdir(p, out_dir, key) as (work, resume):
         config = SFTConfig(**trainer_kwargs(p, work), max_length=p.max_length,
                            completion_only_loss=True, packing=False,
                            dataset_num_proc=None)
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
                              processing_class=tok, peft_config=lora_config(p.lora))
         log.info("SFT on %d IFT + %d EFT examples", len(ift), len(eft))
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume)
         return finish_training(trainer, tok, out_dir, dtype, metrics_path, plot_path,
                                {"ift_examples": len(ift), "eft_examples": len(eft)})

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -35,13 +39,44 @@ def trainer_kwargs(p: TrainParams, output_dir: str) -> dict:
         bf16=cuda and torch.cuda.is_bf16_supported(),
         use_cpu=not cuda,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if p.save_steps > 0 else "no",
+        save_steps=p.save_steps if p.save_steps > 0 else 500,
+        save_total_limit=1,
         report_to=[],
         disable_tqdm=False,
         dataloader_num_workers=0,
         # Every trainable weight gets a gradient (LoRA freezes, it skips none): no extra DDP pass.
         ddp_find_unused_parameters=False,
     )
+
+
+@contextlib.contextmanager
+def training_workdir(p: TrainParams, out_dir: str | Path,
+                     key: str) -> Iterator[tuple[str, str | None]]:
+    """(trainer output_dir, checkpoint to resume from or None).
+
+    With save_steps > 0 the trainer's checkpoints live in `<out>.ckpt/` and survive a crash; a
+    rerun with the same inputs and params (same `key`) resumes from the latest one. The directory
+    is removed once the stage has finished.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if p.save_steps <= 0:
+        with tempfile.TemporaryDirectory(prefix="train-") as work:
+            yield work, None
+        return
+    work = Path(str(out_dir) + ".ckpt")
+    marker = work / "key.txt"
+    if work.exists() and (not marker.exists() or marker.read_text() != key):
+        log.info("discarding %s: made with other inputs or params", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key)
+    last = get_last_checkpoint(str(work))
+    if last:
+        log.info("resuming training from %s", last)
+    yield str(work), last
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def lora_config(p: LoraParams):
