@@ -9,6 +9,7 @@ shard reproduces an uninterrupted run. Build it only under `if __name__ == "__ma
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 import os
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 # safer next to other processes. VLLM_CPU_KVCACHE_SPACE (GiB) overrides it, as in vLLM.
 CPU_KV_CACHE_GIB = 2
 SEED_SPACE = 2**62
+# Extra `vllm.LLM` keyword arguments as JSON, for machine tuning that does not change results
+# (e.g. {"enforce_eager": true} skips torch.compile: a faster start, slower decoding).
+ARGS_ENV = "SELFREWARD_VLLM_ARGS"
 
 
 def prompt_seed(seed: int, index: int, n: int) -> int:
@@ -62,6 +66,7 @@ class VLLMEngine:
             # ("CPU Generator does not use offset"); whole-prompt prefill keeps seeds usable.
             kwargs.update(kv_cache_memory_bytes=kv_gib * 2**30, enable_chunked_prefill=False,
                           max_num_batched_tokens=max(self.max_model_len, 4096))
+        kwargs.update(_env_args())
         t0 = time.perf_counter()
         self.llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed,
                        max_model_len=self.max_model_len,
@@ -138,6 +143,20 @@ def _renormalise(logprobs: dict, digit_ids: list[int]) -> list[float]:
     weights = [math.exp(v - top) for v in values]
     total = sum(weights)
     return [w / total for w in weights]
+
+
+def _env_args() -> dict:
+    """Extra LLM kwargs from $SELFREWARD_VLLM_ARGS (a JSON object)."""
+    text = os.environ.get(ARGS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        args = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"${ARGS_ENV} is not valid JSON: {exc}") from None
+    if not isinstance(args, dict):
+        raise UserError(f"${ARGS_ENV} must be a JSON object of vllm.LLM arguments")
+    return args
 
 
 def _tokenizer(model_dir: str):
