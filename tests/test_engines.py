@@ -34,6 +34,16 @@ def test_generate_n_samples_per_chat_and_seeded(engine):
     assert other != first
 
 
+def test_greedy_decodes_once_and_repeats_for_n(tiny_model):
+    eng = HFEngine(str(tiny_model), batch_size=4)
+    one = eng.generate(CHATS, Sampling(n=1, temperature=0.0, max_new_tokens=5, ignore_eos=True))
+    assert eng.stats.generated_tokens == len(CHATS) * 5
+    three = eng.generate(CHATS, Sampling(n=3, temperature=0.0, max_new_tokens=5,
+                                         ignore_eos=True))
+    assert three == [o * 3 for o in one]
+    assert eng.stats.generated_tokens == 2 * len(CHATS) * 5  # decoded once, not three times
+
+
 def test_ignore_eos_generates_exactly_max_new_tokens(tiny_model):
     eng = HFEngine(str(tiny_model), batch_size=4)
     eng.generate(CHATS, Sampling(n=2, temperature=1.0, max_new_tokens=6, ignore_eos=True))

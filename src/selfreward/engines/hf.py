@@ -56,11 +56,13 @@ class HFEngine:
         torch.manual_seed(sampling.seed)
         # Longest first, so each batch pads little and an out-of-memory error comes early.
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        per_batch = max(1, self.batch_size // sampling.n)
-        results: list[list[str]] = [[] for _ in seqs]
         greedy = sampling.temperature <= 0
+        # Greedy samples are all alike (and HF refuses n > 1 for them): decode once, repeat.
+        n = 1 if greedy else sampling.n
+        per_batch = max(1, self.batch_size // n)
+        results: list[list[str]] = [[] for _ in seqs]
         stops = [] if sampling.ignore_eos else self.eos_ids
-        bar = tqdm(total=len(seqs) * sampling.n, desc="generate", unit="seq", leave=False,
+        bar = tqdm(total=len(seqs) * n, desc="generate", unit="seq", leave=False,
                    disable=len(seqs) <= per_batch)
         for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
@@ -68,7 +70,7 @@ class HFEngine:
             out = self.model.generate(
                 **batch, do_sample=not greedy, temperature=None if greedy else sampling.temperature,
                 top_p=None if greedy else sampling.top_p, top_k=None if greedy else 0,
-                max_new_tokens=sampling.max_new_tokens, num_return_sequences=sampling.n,
+                max_new_tokens=sampling.max_new_tokens, num_return_sequences=n,
                 min_new_tokens=sampling.max_new_tokens if sampling.ignore_eos else None,
                 eos_token_id=self.eos_ids, pad_token_id=self.tok.pad_token_id)
             new = out[:, batch["input_ids"].shape[1]:]
@@ -76,13 +78,13 @@ class HFEngine:
                 n_tok = count_generated(tokens, stops)
                 self.stats.generated_tokens += n_tok
                 text = self.tok.decode(tokens[:n_tok], skip_special_tokens=True).strip()
-                results[idx[row // sampling.n]].append(text)
-            bar.update(len(idx) * sampling.n)
+                results[idx[row // n]].append(text)
+            bar.update(len(idx) * n)
             bar.set_postfix(tok_s=f"{self.stats.generated_tokens / (time.perf_counter() - t0):.0f}")
         bar.close()
         self.stats.prompts += len(seqs)
         self.stats.seconds += time.perf_counter() - t0
-        return results
+        return [texts * (sampling.n // n) for texts in results]
 
     @torch.inference_mode()
     def digit_probs(self, chats: list[list[dict]], assistant_prefix: str) -> list[list[float]]:

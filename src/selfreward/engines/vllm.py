@@ -88,19 +88,21 @@ class VLLMEngine:
         seqs = encode_chats(self.tok, chats, self.max_model_len - sampling.max_new_tokens,
                             self.stats)
         greedy = sampling.temperature <= 0
-        params = [SamplingParams(
-            n=sampling.n, temperature=0.0 if greedy else sampling.temperature,
-            top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_new_tokens,
-            stop_token_ids=[] if sampling.ignore_eos else self.eos_ids,
-            ignore_eos=sampling.ignore_eos, skip_special_tokens=True,
-            seed=prompt_seed(sampling.seed, i, sampling.n)) for i in range(len(seqs))]
+        # Greedy samples are all alike and vLLM refuses n > 1 for them: decode once, repeat.
+        n = 1 if greedy else sampling.n
         stops = [] if sampling.ignore_eos else self.eos_ids
+        params = [SamplingParams(
+            n=n, temperature=0.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_new_tokens,
+            stop_token_ids=stops, ignore_eos=sampling.ignore_eos, skip_special_tokens=True,
+            seed=prompt_seed(sampling.seed, i, n)) for i in range(len(seqs))]
         results = []
         for out in self._run(seqs, params):
             samples = sorted(out.outputs, key=lambda c: c.index)
             self.stats.generated_tokens += sum(count_generated(list(c.token_ids), stops)
                                                for c in samples)
-            results.append([c.text.strip() for c in samples])
+            texts = [c.text.strip() for c in samples]
+            results.append(texts * (sampling.n // n))
         self.stats.prompts += len(seqs)
         self.stats.seconds += time.perf_counter() - t0
         return results
