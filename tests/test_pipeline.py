@@ -29,6 +29,7 @@ TINY_PARAMS = {
     "judge": {"mode": "sample", "samples": 2, "max_new_tokens": 16},
     "pairs": {"min_margin": 0.1},
     "dpo": {"batch_size": 2, "max_length": 128, "learning_rate": 1e-3, "max_steps": 2},
+    "eval": {"max_prompts": 3, "max_new_tokens": 16},
 }
 
 
@@ -95,6 +96,8 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     ran = repro(repo)
     stages = run(repo, "dvc", "stage", "list", "--name-only").split()
     assert sorted(ran) == sorted(stages)
+    assert {"evaluate@1", "evaluate@2", "report"} <= set(stages)
+    assert (repo / "reports" / "summary.md").exists()
     for t in ("1", "2"):
         for name in ("prompts", "responses", "judge", "pairs", "dpo"):
             assert f"{name}@{t}" in ran
@@ -121,15 +124,15 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     run(repo, "git", "commit", "-qm", "run")
     assert repro(repo) == []
 
-    # judge.samples feeds judge@1 and everything that depends on its output.
+    # judge.samples feeds judge@1 and everything that depends on its output; the evaluation
+    # stages read the judge params too (judge agreement) and depend on M2/M3.
     set_param(repo, "judge", "samples", 3)
     ran = repro(repo)
-    iteration2 = [s for s in stages if s.endswith("@2")]
-    downstream = [s for s in stages if s.startswith(("evaluate", "report"))]
-    assert sorted(set(ran) - set(downstream)) == sorted(
-        ["judge@1", "pairs@1", "dpo@1", *iteration2])
-    for upstream in ("base", "sft", "prompts@1", "responses@1"):
-        assert upstream not in ran
+    assert sorted(ran) == sorted([
+        "judge@1", "pairs@1", "dpo@1",
+        "prompts@2", "responses@2", "judge@2", "pairs@2", "dpo@2",
+        "evaluate_sft", "evaluate_model@1", "evaluate_model@2", "evaluate@1", "evaluate@2",
+        "report"])
 
     # Only sft reads sft.learning_rate: reproducing sft reruns it alone.
     set_param(repo, "sft", "learning_rate", 2e-3)
