@@ -6,7 +6,8 @@ import pytest
 
 from fakes import ScriptedEngine
 from selfreward.params import PromptsParams
-from selfreward.stages.prompts import PromptFilter, clean_prompt, generate_prompts, rouge_l_f1, words
+from selfreward.stages.prompts import (PromptFilter, clean_prompt, generate_prompts, rouge_l_f1,
+                                       split_candidates, words)
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -21,6 +22,15 @@ from selfreward.stages.prompts import PromptFilter, clean_prompt, generate_promp
 ])
 def test_clean_prompt(raw, expected):
     assert clean_prompt(raw) == expected
+
+
+def test_split_candidates_takes_every_listed_task():
+    raw = ("Task 1: Explain tides to a child.\nTask 2: Write a haiku about rain.\n"
+           "Answer: drops fall\nTask 3: List three uses of vinegar.")
+    assert split_candidates(raw) == ["Explain tides to a child.", "Write a haiku about rain.",
+                                     "List three uses of vinegar."]
+    assert split_candidates("Describe a good breakfast.") == ["Describe a good breakfast."]
+    assert split_candidates("   ") == [""]
 
 
 def test_rouge_l_f1_hand_computed():

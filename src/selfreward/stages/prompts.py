@@ -24,6 +24,15 @@ _CUT = re.compile(r"\n\s*(?:task\s*\d+|answer|response|output|solution|input|exa
                   re.I)
 
 
+_TASK = re.compile(r"(?:^|\n)\s*(?:new\s+)?task\s*\d+\s*[:.)-]", re.I)
+
+
+def split_candidates(raw: str) -> list[str]:
+    """Self-Instruct parsing: a reply that lists several "Task n:" items gives one candidate each."""
+    parts = [part for part in _TASK.split(raw) if part.strip()]
+    return [c for c in (clean_prompt(part) for part in parts or [raw]) if c] or [""]
+
+
 def clean_prompt(raw: str) -> str:
     """Turn raw model text into one candidate prompt: drop numbering, answers and later tasks."""
     text = _LEAD.sub("", raw.strip(), count=1)
@@ -112,7 +121,7 @@ def generate_prompts(engine: Engine, p: PromptsParams, seed_prompts: list[tuple[
     store = ShardStore(output, key)
     kept: list[dict] = []
     reasons: Counter = Counter()
-    attempts = 0
+    attempts = candidates = 0
     rounds = -(-p.max_attempts // round_size)
     for r in range(rounds):
         if len(kept) >= p.count:
@@ -133,17 +142,20 @@ def generate_prompts(engine: Engine, p: PromptsParams, seed_prompts: list[tuple[
             store.save(r, raws)
         for raw in raws:
             attempts += 1
-            prompt = clean_prompt(raw["raw"])
-            reason = filt.check(prompt)
-            if reason:
-                reasons[reason] += 1
-                continue
-            if len(kept) < p.count:
+            for prompt in split_candidates(raw["raw"]):
+                if len(kept) >= p.count:
+                    break
+                candidates += 1
+                reason = filt.check(prompt)
+                if reason:
+                    reasons[reason] += 1
+                    continue
                 filt.add(prompt)
                 kept.append({"id": f"gen-{len(kept):04d}", "prompt": prompt,
                              "shots": raw["shots"]})
-    metrics = {"rounds_resumed": store.resumed, "attempts": attempts, "kept": len(kept),
-               "keep_rate": round(len(kept) / attempts, 4) if attempts else 0.0,
+    metrics = {"rounds_resumed": store.resumed, "attempts": attempts, "candidates": candidates,
+               "kept": len(kept),
+               "keep_rate": round(len(kept) / candidates, 4) if candidates else 0.0,
                **{f"rejected_{k}": reasons.get(k, 0) for k in
                   ("empty", "too_short", "too_long", "bad_start", "blacklist", "duplicate",
                    "near_duplicate")}}
