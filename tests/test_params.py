@@ -21,7 +21,7 @@ def test_gpu_profile_loads_and_carries_paper_numbers():
     p = load_params(ROOT / "params.gpu.yaml")
     assert p.judge.mode == "sample" and p.judge.samples == 3
     assert p.dpo.learning_rate == 1e-6 and p.dpo.final_learning_rate == 1e-7
-    assert p.dpo.batch_size * p.dpo.grad_accum == 16
+    assert p.dpo.batch_size * p.dpo.grad_accum * p.launch.num_processes == 16
     assert p.sft.learning_rate == 5.5e-6 and p.sft.final_learning_rate == 1.1e-6
 
 
@@ -57,3 +57,19 @@ def test_scientific_notation_without_dot_is_a_float(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("dpo:\n  learning_rate: 1e-6\n")
     assert load_params(path).dpo.learning_rate == 1e-6
+
+
+def test_gpu_profile_resolves_every_dvc_yaml_interpolation(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path as P
+
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)
+    shutil.copy(ROOT / "params.gpu.yaml", tmp_path / "params.yaml")
+    dvc = P(sys.executable).parent / "dvc"
+    subprocess.run([str(dvc), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    out = subprocess.run([str(dvc), "stage", "list", "--name-only"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "dpo@2" in out.stdout.split() and "report" in out.stdout.split()
