@@ -260,7 +260,7 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
     eft = write_jsonl("eft.jsonl", EFT_ROWS)
     p = load_params(_params(tmp_path))
     s1 = run_eval_model(str(tiny_model), p, str(prompts), str(eft), tmp_path / "ev1")
-    run_eval_model(str(other), p, str(prompts), str(eft), tmp_path / "ev2")
+    s2 = run_eval_model(str(other), p, str(prompts), str(eft), tmp_path / "ev2")
     answers = [json.loads(x) for x in (tmp_path / "ev1/answers.jsonl").read_text().splitlines()]
     assert s1["prompts"] == 3 and len(answers) == 3  # eval.max_prompts subset
     assert all(a["tokens"] <= 6 for a in answers)
@@ -278,6 +278,7 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
     assert m["vs_prev"]["tie"] == 3 and m["vs_sft"]["n"] == 3
     assert m["vs_sft"]["win"] + m["vs_sft"]["tie"] + m["vs_sft"]["loss"] == 3
     assert m["judge"] == {"kind": "local", "model": str(tiny_model), "mode": "logprob"}
-    assert m["next"]["judge_agreement"]["items"] == 6
+    assert m["next"]["judge_agreement"]["spearman"] == s2["judge_agreement"]["spearman"]
+    assert m["prev"]["length"]["mean_tokens"] == s2["length"]["mean_tokens"]
     assert json.loads((tmp_path / "eval.json").read_text())["vs_prev"] == m["vs_prev"]
     assert not (tmp_path / "verdicts.jsonl.shards").exists()

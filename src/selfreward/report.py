@@ -133,6 +133,11 @@ def _fmt(value, pct: bool = False) -> str:
     return str(value)
 
 
+def _pct(value) -> str:
+    """A cell for a value that is already a percentage."""
+    return DASH if value is None else f"{value:.1f}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(r) + " |" for r in rows])
@@ -168,8 +173,8 @@ def render_markdown(its: list[dict], models: list[dict], charts: list[str]) -> s
     lines += _table(
         ["iteration", "comparison", "win %", "tie %", "loss %", "prompts", "first-slot rate"],
         [[str(r["iteration"]), f"M{r['iteration'] + 1} vs {name}",
-          _fmt(r[f"win_pct_vs_{side}"]), _fmt(r[f"tie_pct_vs_{side}"]),
-          _fmt(r[f"loss_pct_vs_{side}"]), _fmt(r[f"n_vs_{side}"]),
+          _pct(r[f"win_pct_vs_{side}"]), _pct(r[f"tie_pct_vs_{side}"]),
+          _pct(r[f"loss_pct_vs_{side}"]), _fmt(r[f"n_vs_{side}"]),
           _fmt(r[f"first_slot_rate_vs_{side}"])]
          for r in its for side, name in (("prev", f"M{r['iteration']}"), ("sft", "M1"))
          if not (side == "sft" and r["iteration"] == 1)])
@@ -252,6 +257,7 @@ def draw_charts(its: list[dict], models: list[dict], out_dir: Path) -> list[str]
         ax.bar(range(6), [h or 0 for h in r["hist"]])
         ax.set(title=f"iteration {r['iteration']}", xlabel="self-judged score", xticks=range(6))
     if not hists:
+        axes[0][0].set_title("self-judged score histogram")
         no_data(axes[0][0])
     axes[0][0].set_ylabel("responses")
     save(fig, "judge_hist.png")

@@ -324,9 +324,19 @@ def outcome_summary(records: list[dict]) -> dict:
     return rates
 
 
+AGREEMENT_KEYS = ("pairwise_accuracy", "pairwise_tie_rate", "best_hit_rate", "exact_match",
+                  "spearman", "kendall_tau")
+LENGTH_KEYS = ("mean_words", "median_words", "mean_tokens", "median_tokens")
+
+
 def _model_section(summary: dict) -> dict:
-    return {"model": summary.get("model"), "length": summary.get("length", {}),
-            "judge_agreement": summary.get("judge_agreement")}
+    """The headline numbers of one model's eval summary (all counts stay in summary.json)."""
+    agreement = summary.get("judge_agreement") or {}
+    length = summary.get("length") or {}
+    return {"model": summary.get("model"),
+            "judge_agreement": {k: agreement.get(k) for k in AGREEMENT_KEYS} if agreement
+            else None,
+            "length": {k: length.get(k) for k in LENGTH_KEYS}}
 
 
 def run_evaluate(params: Params, iteration: str, model_eval: str, next_eval: str,
@@ -356,8 +366,8 @@ def run_evaluate(params: Params, iteration: str, model_eval: str, next_eval: str
     vs.setdefault("sft", vs["prev"])  # iteration 1: M_t is M1
     metrics = {"iteration": iteration, "judge": judge_info, "prompts": len(nxt),
                "vs_prev": vs["prev"], "vs_sft": vs["sft"],
-               "next": _model_section(next_summary), "prev": _model_section(prev_summary),
-               **shard_stats}
+               "next": _model_section(next_summary), "prev": _model_section(prev_summary)}
+    log.info("head-to-head shards: %s", shard_stats)
     if isinstance(judge, EndpointPairwiseJudge):
         metrics["endpoint_usage"] = dict(judge.endpoint.usage)
     write_jsonl(out_path, records)
