@@ -13,13 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_repo_params_load_with_paper_defaults_where_expected():
     p = load_params(ROOT / "params.yaml")
     assert p.responses.n == 4 and p.judge.samples == 3 and p.dpo.beta == 0.1
-    assert p.prompts.seed_shots == 6 and p.prompts.generated_shots == 2
+    assert p.prompts.generated_shots == 2 and p.judge.mode == "logprob"
     assert list(p.iterations) == ["1", "2"] and p.iterations["2"].next == "models/m3"
 
 
 def test_gpu_profile_loads_and_carries_paper_numbers():
     p = load_params(ROOT / "params.gpu.yaml")
     assert p.judge.mode == "sample" and p.judge.samples == 3
+    assert p.prompts.seed_shots == 6 and p.prompts.generated_shots == 2
     assert p.dpo.learning_rate == 1e-6 and p.dpo.final_learning_rate == 1e-7
     assert p.dpo.batch_size * p.dpo.grad_accum * p.launch.num_processes == 16
     assert p.sft.learning_rate == 5.5e-6 and p.sft.final_learning_rate == 1.1e-6
