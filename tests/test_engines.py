@@ -8,7 +8,7 @@ import torch
 from selfreward import engines
 from selfreward.engines import Sampling, make_engine, resolve_engine
 from selfreward.engines.base import DIGITS, digit_prefix_ids, encode_chats, expected_score
-from selfreward.engines.hf import HFEngine
+from selfreward.engines.hf import HFEngine, NucleusSampler, auto_dtype
 from selfreward.errors import UserError
 from selfreward.params import EngineParams
 from selfreward.prompting import JUDGE_PREFIX, judge_messages
@@ -20,7 +20,8 @@ CHATS = [[{"role": "user", "content": "Name a colour."}],
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    return HFEngine(str(tiny_model), batch_size=4)
+    # float32: padded batches then match an unpadded pass to 1e-5 (bfloat16 only to ~1e-3).
+    return HFEngine(str(tiny_model), batch_size=4, dtype="float32")
 
 
 def test_generate_n_samples_per_chat_and_seeded(engine):
@@ -32,6 +33,39 @@ def test_generate_n_samples_per_chat_and_seeded(engine):
     other = engine.generate(CHATS, Sampling(n=3, temperature=0.9, top_p=0.95, max_new_tokens=8,
                                             seed=8))
     assert other != first
+
+
+def _hf_nucleus(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """HF's own temperature + top-p warpers: which tokens stay possible."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    warped = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, logits))
+    return torch.isfinite(warped)
+
+
+@pytest.mark.parametrize("k", [256, 3])  # 3: most rows' nucleus is wider, decided in full
+def test_nucleus_sampler_draws_only_from_hfs_nucleus(k):
+    torch.manual_seed(0)
+    logits = torch.randn(64, 1000) * 3
+    allowed = _hf_nucleus(logits.clone(), 0.7, 0.9)
+    sampler = NucleusSampler(0.7, 0.9, k=k)
+    for _ in range(20):
+        out = sampler(None, logits.clone())
+        token = out.argmax(-1)
+        assert torch.isfinite(out).sum(-1).tolist() == [1] * 64
+        assert allowed[torch.arange(64), token].all()
+
+
+def test_nucleus_sampler_matches_the_distribution():
+    logits = torch.full((4000, 50), -torch.inf)
+    logits[:, :4] = torch.tensor([2.0, 1.0, 0.5, -3.0])
+    torch.manual_seed(1)
+    tokens = NucleusSampler(1.0, 0.9)(None, logits).argmax(-1)
+    p = torch.softmax(torch.tensor([2.0, 1.0, 0.5]), -1)  # token 3 lies outside the 0.9 nucleus
+    freq = torch.bincount(tokens, minlength=50)[:4].float() / len(tokens)
+    assert freq[3] == 0 and torch.allclose(freq[:3], p / p.sum(), atol=0.03)
+    full = NucleusSampler(1.0, 1.0)(None, logits).argmax(-1)  # top_p 1: every token possible
+    assert (full == 3).any()
 
 
 def test_greedy_decodes_once_and_repeats_for_n(tiny_model):
@@ -96,6 +130,7 @@ def test_long_prompts_are_truncated_from_the_left_and_counted(tiny_model):
 def test_make_engine_builds_hf(tiny_model):
     eng = make_engine(str(tiny_model), EngineParams(name="hf", batch_size=2), seed=3)
     assert eng.name == "hf" and eng.batch_size == 2
+    assert str(eng.model.dtype) == f"torch.{auto_dtype()}"
     eng.close()
 
 

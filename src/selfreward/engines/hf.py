@@ -7,6 +7,7 @@ import time
 
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from ..models import load_model
 from .base import (
@@ -21,13 +22,61 @@ from .base import (
 log = logging.getLogger(__name__)
 
 
+def auto_dtype() -> str:
+    """bfloat16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else float32."""
+    if torch.cuda.is_available():
+        return "bfloat16"
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return "bfloat16" if native is not None and native() else "float32"
+
+
+class NucleusSampler(LogitsProcessor):
+    """Samples each row's next token (temperature, top-p) and leaves only that token finite, so
+    `generate` runs its cheap greedy step.
+
+    HF's own sampler sorts the whole vocabulary for top-p and draws one exponential per
+    vocabulary entry, per row and step: a third of a CPU decoding step at batch 64. Here only
+    the `k` most probable candidates are sorted and drawn from; a row whose nucleus reaches
+    past them is decided over the whole vocabulary. The nucleus rule is HF's: keep a token while
+    the more probable ones hold less than top_p of the mass. HF runs custom processors after
+    its own (min_new_tokens), so suppressed tokens stay suppressed.
+    """
+
+    def __init__(self, temperature: float, top_p: float, k: int = 256) -> None:
+        self.temperature, self.top_p, self.k = temperature, top_p, k
+
+    def _draw(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        """One token id per row from the nucleus among its k best candidates."""
+        values, index = logits.topk(k, dim=-1)
+        probs = torch.exp(values - torch.logsumexp(logits, dim=-1, keepdim=True))
+        keep = probs.cumsum(-1) - probs < self.top_p
+        keep[:, 0] = True
+        choice = torch.multinomial(probs.masked_fill(~keep, 0.0), 1)
+        token = index.gather(1, choice).flatten()
+        if k < logits.shape[-1]:
+            wide = keep[:, -1].nonzero().flatten()
+            if len(wide):
+                token[wide] = self._draw(logits[wide], logits.shape[-1])
+        return token
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float() / self.temperature
+        if self.top_p >= 1:
+            token = torch.multinomial(torch.softmax(logits, dim=-1), 1).flatten()
+        else:
+            token = self._draw(logits, min(self.k, logits.shape[-1]))
+        out = torch.full_like(scores, -torch.inf)
+        out[torch.arange(len(token)), token] = 0.0
+        return out
+
+
 class HFEngine:
     name = "hf"
 
     def __init__(self, model_dir: str, *, dtype: str = "auto", batch_size: int = 16,
                  max_model_len: int = 2048, **_: object) -> None:
         if dtype == "auto":
-            dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+            dtype = auto_dtype()
         self.model, self.tok = load_model(model_dir, dtype=dtype)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
@@ -37,6 +86,16 @@ class HFEngine:
         self.max_model_len = min(max_model_len, ctx)
         self.eos_ids = stop_token_ids(self.tok)
         self.stats = EngineStats()
+
+    def _attention(self, decoding: bool) -> None:
+        """On CPU, eager attention for decoding and SDPA for prefill-only scoring.
+
+        PyTorch's CPU SDPA kernel is slow for one-token decoding steps (eager decodes SmolLM2
+        ~25 % faster at batch 64) but fast for long prompts (~45 % less time for judging).
+        """
+        kind = "eager" if decoding and self.device == "cpu" else "sdpa"
+        if self.model.config._attn_implementation != kind:
+            self.model.set_attn_implementation(kind)
 
     def _pad(self, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -54,6 +113,7 @@ class HFEngine:
         seqs = encode_chats(self.tok, chats, self.max_model_len - sampling.max_new_tokens,
                             self.stats)
         torch.manual_seed(sampling.seed)
+        self._attention(decoding=True)
         # Longest first, so each batch pads little and an out-of-memory error comes early.
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         greedy = sampling.temperature <= 0
@@ -62,15 +122,17 @@ class HFEngine:
         per_batch = max(1, self.batch_size // n)
         results: list[list[str]] = [[] for _ in seqs]
         stops = [] if sampling.ignore_eos else self.eos_ids
+        sampler = LogitsProcessorList(
+            [] if greedy else [NucleusSampler(sampling.temperature, sampling.top_p)])
         bar = tqdm(total=len(seqs) * n, desc="generate", unit="seq", leave=False,
                    disable=len(seqs) <= per_batch)
         for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
-            batch = self._pad([seqs[i] for i in idx])
+            # The n samples of a prompt are n rows: the sampler draws each row independently.
+            batch = self._pad([seqs[i] for i in idx for _ in range(n)])
             out = self.model.generate(
-                **batch, do_sample=not greedy, temperature=None if greedy else sampling.temperature,
-                top_p=None if greedy else sampling.top_p, top_k=None if greedy else 0,
-                max_new_tokens=sampling.max_new_tokens, num_return_sequences=n,
+                **batch, do_sample=False, temperature=None, top_p=None, top_k=None,
+                logits_processor=sampler, max_new_tokens=sampling.max_new_tokens,
                 min_new_tokens=sampling.max_new_tokens if sampling.ignore_eos else None,
                 eos_token_id=self.eos_ids, pad_token_id=self.tok.pad_token_id)
             new = out[:, batch["input_ids"].shape[1]:]
@@ -92,6 +154,7 @@ class HFEngine:
         prefix_ids, digit_ids = digit_prefix_ids(self.tok, assistant_prefix)
         base = encode_chats(self.tok, chats, self.max_model_len - len(prefix_ids) - 1, self.stats)
         seqs = [s + prefix_ids for s in base]
+        self._attention(decoding=False)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         out: list[list[float]] = [[] for _ in seqs]
         for start in range(0, len(order), self.batch_size):
