@@ -112,6 +112,7 @@ def run_hf(args, model_dir: str, prompts: list[str]) -> list[dict]:
 
     engine = HFEngine(model_dir, dtype=args.hf_dtype, batch_size=args.batch_size)
     model, tok = engine.model, engine.tok
+    model.set_attn_implementation("sdpa")  # the baselines run HF's defaults
     warm = argparse.Namespace(**{**vars(args), "max_new_tokens": 4, "naive_prompts": 1})
     hf_raw_batched(warm, model, tok, prompts[:2])
     rows = [show(hf_naive(args, model, tok, prompts)),
@@ -217,7 +218,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=None,
                     help="sequences per HF batch (default: engine.batch_size of params.yaml)")
     ap.add_argument("--naive-prompts", type=int, default=4, help="prompts timed for (a)")
-    ap.add_argument("--hf-dtype", default="auto", help="HF dtype (auto: float32 on CPU)")
+    ap.add_argument("--hf-dtype", default="auto",
+                    help="HF dtype for (a)-(c) (auto: bfloat16 where the CPU has native bf16)")
     ap.add_argument("--vllm-dtype", default="auto", help="vLLM dtype (auto: the checkpoint's)")
     ap.add_argument("--no-vllm", action="store_true", help="skip (d) and (e)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generation.json"))
