@@ -41,7 +41,7 @@ def make_metrics(root: Path) -> Path:
         write(root, f"iter{t}/pairs.json", {"pairs": kept - 2})
         write(root, f"iter{t}/dpo.json", {"rewards_accuracies_mean": 0.5 + t / 10})
         vs = {"n": 16, "win_pct": win, "tie_pct": 25.0, "loss_pct": 75.0 - win,
-              "first_slot_rate": 0.6}
+              "first_slot_rate": 0.6, "mean_p_x": 0.5 + t / 20}
         write(root, f"iter{t}/eval.json", {
             "iteration": str(t), "judge": {"kind": "local", "model": "models/m1",
                                            "mode": "logprob"},
@@ -62,7 +62,7 @@ def test_report_from_partial_run(tmp_path):
     md = (out / "summary.md").read_text()
     assert "| 2 (M2 → M3) | 16 / 40 | 1.000 | 3.400 | 14 | 0.700 |" in md
     assert "| 3 (M3 → M4) | 12 / 40 | – | – | – | – |" in md
-    assert "| 2 | M3 vs M2 | 62.5 | 25.0 | 12.5 | 16 | 0.600 |" in md
+    assert "| 2 | M3 vs M2 | 62.5 | 25.0 | 12.5 | 16 | 0.600 | 0.600 |" in md
     assert "| 1 | M2 vs M1 |" in md and "| 1 | M2 vs M1 | 37.5" in md
     assert md.count("| 1 | M2 vs M1 |") == 1  # M_t is M1 in iteration 1: one row, not two
     assert "| M1 (`models/m1`) | 61.0 | 0.0 | 50.0 | 25.0 | 0.400 | 0.300 |" in md
@@ -76,6 +76,7 @@ def test_report_from_partial_run(tmp_path):
         its = list(csv.DictReader(fh))
     assert [r["iteration"] for r in its] == ["1", "2", "3"]
     assert its[1]["win_pct_vs_prev"] == "62.5" and its[1]["mean_self_reward"] == "3.4"
+    assert its[0]["p_newer_vs_sft"] == "0.55"
     assert its[2]["win_pct_vs_prev"] == "" and its[2]["prompts_kept"] == "12"
     with (plots / "models.csv").open() as fh:
         models = list(csv.DictReader(fh))

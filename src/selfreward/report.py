@@ -20,12 +20,15 @@ DASH = "–"
 CHARTS = ("win_rate.png", "judge_agreement.png", "self_reward.png", "length.png",
           "judge_hist.png")
 ITERATION_COLUMNS = ["iteration", "win_pct_vs_prev", "tie_pct_vs_prev", "loss_pct_vs_prev",
-                     "win_pct_vs_sft", "tie_pct_vs_sft", "loss_pct_vs_sft", "mean_self_reward",
+                     "win_pct_vs_sft", "tie_pct_vs_sft", "loss_pct_vs_sft", "p_newer_vs_prev",
+                     "p_newer_vs_sft", "mean_self_reward",
                      "parse_rate", "prompts_kept", "pairs", "dpo_reward_accuracy"]
 HEAD_TO_HEAD_NOTE = (
     "Each pair is judged in both orders; a verdict that flips with the order is a tie. "
     "Percentages for the newer model; first-slot rate = share of verdicts picking whichever "
-    "answer was shown first (0.5 = no position bias).")
+    "answer was shown first (0.5 = no position bias); P(newer better) = the logprob judge's "
+    "probability that the newer answer is better, averaged over both orders (position bias "
+    "cancels; 0.5 = no preference).")
 AGREEMENT_NOTE = (
     "Pairwise accuracy: same-prompt response pairs with different human scores that the model "
     "orders the same way (ties are failures; tie rate shown). 5-best: groups where the model's "
@@ -93,6 +96,7 @@ def iteration_rows(runs: dict[int, dict[str, dict]]) -> list[dict]:
                 row[f"{k}_pct_vs_{side}"] = _get(ev, f"vs_{side}", f"{k}_pct")
             row[f"n_vs_{side}"] = _get(ev, f"vs_{side}", "n")
             row[f"first_slot_rate_vs_{side}"] = _get(ev, f"vs_{side}", "first_slot_rate")
+            row[f"p_newer_vs_{side}"] = _get(ev, f"vs_{side}", "mean_p_x")
         rows.append(row)
     return rows
 
@@ -171,11 +175,12 @@ def render_markdown(its: list[dict], models: list[dict], charts: list[str]) -> s
     lines += ["", "## Head-to-head on held-out prompts", "",
               f"Judge: {', '.join(sorted(judges)) or DASH}. {HEAD_TO_HEAD_NOTE}", ""]
     lines += _table(
-        ["iteration", "comparison", "win %", "tie %", "loss %", "prompts", "first-slot rate"],
+        ["iteration", "comparison", "win %", "tie %", "loss %", "prompts", "first-slot rate",
+         "P(newer better)"],
         [[str(r["iteration"]), f"M{r['iteration'] + 1} vs {name}",
           _pct(r[f"win_pct_vs_{side}"]), _pct(r[f"tie_pct_vs_{side}"]),
           _pct(r[f"loss_pct_vs_{side}"]), _fmt(r[f"n_vs_{side}"]),
-          _fmt(r[f"first_slot_rate_vs_{side}"])]
+          _fmt(r[f"first_slot_rate_vs_{side}"]), _fmt(r[f"p_newer_vs_{side}"])]
          for r in its for side, name in (("prev", f"M{r['iteration']}"), ("sft", "M1"))
          if not (side == "sft" and r["iteration"] == 1)])
     lines += ["", "## Judge agreement with human scores (held-out EFT set)", "",

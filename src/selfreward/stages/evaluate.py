@@ -315,7 +315,7 @@ def outcome_summary(records: list[dict]) -> dict:
     rates = win_rates([r["outcome"] for r in records])
     verdicts = [v for r in records for v in (r["verdict_x_first"], r["verdict_x_second"])]
     valid = [v for v in verdicts if v is not None]
-    rates["invalid_verdicts"] = len(verdicts) - len(valid)
+    rates["no_verdict"] = len(verdicts) - len(valid)  # unparseable, or P("1") == P("2")
     rates["first_slot_rate"] = round(sum(1 for v in valid if v == 1) / len(valid), 4) if valid \
         else None
     soft = [r["p_x"] for r in records if "p_x" in r]
