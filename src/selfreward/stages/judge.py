@@ -12,7 +12,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from ..engines import Sampling, expected_score, make_engine
+from ..engines import Sampling, engine_key, expected_score, make_engine
 from ..errors import UserError
 from ..io import read_jsonl, remove_outputs, require, write_csv, write_json, write_jsonl
 from ..params import EngineParams, JudgeParams
@@ -79,7 +79,8 @@ def judge_rows(engine, rows: list[dict], p: JudgeParams, shard_size: int, output
             pos += n
         return out
 
-    return run_sharded(rows, output, key, shard_size, work, desc=f"judge ({p.mode})")
+    return run_sharded(rows, output, key, shard_size, work, desc=f"judge ({p.mode})",
+                       stats=engine.stats)
 
 
 def judge_metrics(rows: list[dict]) -> dict:
@@ -101,7 +102,7 @@ def run_judge(model_dir: str, p: JudgeParams, ep: EngineParams, responses_path: 
     """Stage entry: responses.jsonl in, judgments.jsonl + metrics (+ histogram plot) out."""
     remove_outputs(out_path, metrics_path, *( [hist_path] if hist_path else []))
     rows = load_responses(responses_path)
-    key = fingerprint(p, ep.name, model_fingerprint(model_dir), rows)
+    key = fingerprint(p, engine_key(ep), model_fingerprint(model_dir), rows)
     engine = make_engine(model_dir, ep, seed=p.seed)
     try:
         out, shard_stats = judge_rows(engine, rows, p, ep.shard_size, out_path, key)

@@ -165,7 +165,7 @@ def generate_prompts(engine: Engine, p: PromptsParams, seed_prompts: list[tuple[
 def run_prompts(model_dir: str, p: PromptsParams, ep: EngineParams, seed_paths: list[str],
                 out_path: str | Path, metrics_path: str | Path) -> dict:
     """Stage entry: seed prompts in, `prompts.jsonl` + metrics out."""
-    from ..engines import make_engine
+    from ..engines import engine_key, make_engine
 
     remove_outputs(out_path, metrics_path)
     seed_prompts = []
@@ -175,7 +175,7 @@ def run_prompts(model_dir: str, p: PromptsParams, ep: EngineParams, seed_paths: 
     if len(seed_prompts) < p.seed_shots:
         raise UserError(f"only {len(seed_prompts)} seed prompts; prompts.seed_shots is "
                         f"{p.seed_shots}", field="prompts.seed_shots")
-    key = fingerprint(p, ep.name, model_fingerprint(model_dir), seed_prompts)
+    key = fingerprint(p, engine_key(ep), model_fingerprint(model_dir), seed_prompts)
     engine = make_engine(model_dir, ep, seed=p.seed)
     try:
         round_size = max(1, min(ep.shard_size, p.max_attempts, 2 * p.count))

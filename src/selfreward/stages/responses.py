@@ -6,7 +6,7 @@ import logging
 import statistics
 from pathlib import Path
 
-from ..engines import Sampling, make_engine
+from ..engines import Sampling, engine_key, make_engine
 from ..io import remove_outputs, write_json, write_jsonl
 from ..params import EngineParams, ResponsesParams
 from ..seed import load_prompts
@@ -27,7 +27,8 @@ def sample_responses(engine, rows: list[dict], p: ResponsesParams, shard_size: i
         return [{"id": r["id"], "prompt": r["prompt"], "responses": o}
                 for r, o in zip(chunk, outs)]
 
-    return run_sharded(rows, output, key, shard_size, work, desc="responses")
+    return run_sharded(rows, output, key, shard_size, work, desc="responses",
+                       stats=engine.stats)
 
 
 def run_responses(model_dir: str, p: ResponsesParams, ep: EngineParams, prompts_path: str,
@@ -35,7 +36,7 @@ def run_responses(model_dir: str, p: ResponsesParams, ep: EngineParams, prompts_
     """Stage entry: prompts.jsonl in, responses.jsonl + metrics out."""
     remove_outputs(out_path, metrics_path)
     rows = load_prompts(prompts_path)
-    key = fingerprint(p, ep.name, model_fingerprint(model_dir), rows)
+    key = fingerprint(p, engine_key(ep), model_fingerprint(model_dir), rows)
     engine = make_engine(model_dir, ep, seed=p.seed)
     try:
         out, shard_stats = sample_responses(engine, rows, p, ep.shard_size, out_path, key)
