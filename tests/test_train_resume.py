@@ -38,7 +38,7 @@ def test_workdir_is_kept_only_for_the_same_key(tmp_path):
 
 
 def test_sft_killed_mid_training_resumes(tmp_path, tiny_model):
-    params = {"sft": {"max_steps": 4, "batch_size": 1, "max_length": 64, "save_steps": 1}}
+    params = {"sft": {"max_steps": 30, "batch_size": 1, "max_length": 64, "save_steps": 1}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cmd = [sys.executable, "-m", "selfreward.cli", "sft", "--model", str(tiny_model),
            "--ift", str(ROOT / "data/seed/ift.jsonl"), "--out", "m1", "--metrics", "m.json"]
@@ -49,7 +49,7 @@ def test_sft_killed_mid_training_resumes(tmp_path, tiny_model):
     deadline = time.time() + 300
     while not (ckpt / "checkpoint-2" / "trainer_state.json").exists():
         assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "m1").exists() and not (tmp_path / "m.json").exists()
@@ -58,5 +58,5 @@ def test_sft_killed_mid_training_resumes(tmp_path, tiny_model):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming training from" in done.stderr and "checkpoint-" in done.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["steps"] == 4
+    assert metrics["steps"] == 30
     assert (tmp_path / "m1" / "model.safetensors").exists() and not ckpt.exists()
