@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -53,11 +52,6 @@ def write_jsonl(tmp_path):
         return path
 
     return _write
-
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
 
 
 SCRIPT_WORDS = ("apple river stone cloud green music table window garden yellow silver ocean "

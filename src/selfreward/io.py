@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +134,3 @@ def remove_outputs(*paths: str | Path) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-
-
-def validated(rows: list[tuple[int, dict]], check: Callable[[dict, int], dict]) -> list[dict]:
-    """Apply a per-row validator (obj, line) -> normalised obj."""
-    return [check(obj, line) for line, obj in rows]

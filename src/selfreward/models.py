@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -110,9 +109,3 @@ def load_model(path: str | Path, dtype: str = "float32", for_training: bool = Fa
     if not for_training:
         model.eval()
     return model, tok
-
-
-def set_threads() -> None:
-    """Respect OMP_NUM_THREADS if set; otherwise use every core torch sees."""
-    if "OMP_NUM_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -364,8 +364,3 @@ def _check_launch(p: LaunchParams, where: dict) -> None:
         bad("launch.main_process_ip", "needed when num_machines > 1 (the rank-0 node's address)")
     if not 0 < p.main_process_port < 65536:
         bad("launch.main_process_port", "must be a TCP port (1-65535)")
-
-
-def section_dict(params: Params, name: str) -> dict:
-    """A section as a plain dict (for metrics/logging)."""
-    return dataclasses.asdict(getattr(params, name))

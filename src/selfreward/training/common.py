@@ -89,11 +89,6 @@ def lora_config(p: LoraParams):
                       target_modules=p.target_modules, task_type="CAUSAL_LM")
 
 
-def train_dtype() -> torch.dtype:
-    """fp32 master weights on CPU; bf16 autocast handles speed on GPU."""
-    return torch.float32
-
-
 def finish_training(trainer, tok, out_dir: str | Path, dtype: str, metrics_path: str | Path,
                     plot_path: str | Path | None, extra: dict) -> dict:
     """Merge LoRA if any, save the checkpoint atomically, write metrics and the loss curve.
