@@ -55,12 +55,23 @@ class SftParams(TrainParams):
 
 
 @dataclass
+class DistillParams:
+    """Optional teacher distillation added to the DPO loss (training/distill.py)."""
+
+    weight: float = 0.0  # loss = DPO + weight * token KL; 0 = plain DPO, the teacher is not loaded
+    teacher: str = "models/m0"  # local checkpoint dir sharing the student's tokenizer (a DVC dep)
+    temperature: float = 1.0
+    direction: Literal["forward", "reverse"] = "forward"  # KL(teacher||student) / KL(student||teacher)
+
+
+@dataclass
 class DpoParams(TrainParams):
     learning_rate: float = 1e-6
     final_learning_rate: float = 1e-7
     batch_size: int = 16
     beta: float = 0.1
     loss_type: str = "sigmoid"
+    distill: DistillParams = field(default_factory=DistillParams)
 
 
 @dataclass
@@ -334,6 +345,10 @@ def _check_ranges(p: Params, where: dict) -> None:
         bad("prompts.rouge_threshold", "must be in [0, 1]")
     if p.pairs.min_margin <= 0:
         bad("pairs.min_margin", "must be > 0 so that ties are dropped")
+    if p.dpo.distill.weight < 0:
+        bad("dpo.distill.weight", "must be >= 0 (0 = no distillation)")
+    if p.dpo.distill.temperature <= 0:
+        bad("dpo.distill.temperature", f"must be > 0, got {p.dpo.distill.temperature}")
     if p.eval.max_prompts < 0:
         bad("eval.max_prompts", "must be >= 0 (0 = all eval prompts)")
     if p.eval.endpoint_retries < 0:

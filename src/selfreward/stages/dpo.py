@@ -1,4 +1,8 @@
-"""Stage `dpo` (M_t -> M_t+1): TRL DPOTrainer on the self-rewarded pairs, reference = M_t."""
+"""Stage `dpo` (M_t -> M_t+1): TRL DPOTrainer on the self-rewarded pairs, reference = M_t.
+
+With dpo.distill.weight > 0 the loss adds a token-level KL to a teacher on the chosen and the
+rejected answers (training/distill.py).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from ..io import read_jsonl, remove_outputs, require
 from ..models import load_model
 from ..params import DpoParams
 from ..shards import fingerprint, model_fingerprint
-from ..training.common import (finish_training, lora_config, trainer_kwargs,
-                               training_workdir)
+from ..training.common import finish_training, lora_config, trainer_kwargs, training_workdir
+from ..training.distill import distill_trainer, load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +44,29 @@ def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str |
 
     remove_outputs(out_dir, metrics_path)
     rows = load_pairs(pairs_path)
-    key = fingerprint(p, model_fingerprint(model_dir), rows)
+    distill = p.distill.weight > 0
+    key = fingerprint(p, model_fingerprint(model_dir), rows,
+                      model_fingerprint(p.distill.teacher) if distill else None)
     model, tok = load_model(model_dir, dtype="float32", for_training=True)
+    teacher = load_teacher(p.distill, tok) if distill else None
     ref = None
     if not p.lora.enabled:  # with LoRA, TRL uses the adapter-disabled base as reference
         ref, _ = load_model(model_dir, dtype="float32")
     with training_workdir(p, out_dir, key) as (work, resume):
         config = DPOConfig(**trainer_kwargs(p, work), beta=p.beta, loss_type=p.loss_type,
                            max_length=p.max_length, dataset_num_proc=None)
-        trainer = DPOTrainer(model=model, ref_model=ref, args=config,
-                             train_dataset=Dataset.from_list(rows), processing_class=tok,
-                             peft_config=lora_config(p.lora))
-        log.info("DPO on %d pairs (beta=%s)", len(rows), p.beta)
+        kwargs = {"model": model, "ref_model": ref, "args": config,
+                  "train_dataset": Dataset.from_list(rows), "processing_class": tok,
+                  "peft_config": lora_config(p.lora)}
+        if distill:
+            trainer = distill_trainer(teacher, p.distill, len(tok), **kwargs)
+            log.info("DPO + distillation on %d pairs (beta=%s, KL weight %s to %s)", len(rows),
+                     p.beta, p.distill.weight, p.distill.teacher)
+        else:
+            trainer = DPOTrainer(**kwargs)
+            log.info("DPO on %d pairs (beta=%s)", len(rows), p.beta)
         trainer.train(resume_from_checkpoint=resume)
-        return finish_training(trainer, tok, out_dir, dtype, metrics_path, plot_path,
-                               {"pairs": len(rows), "beta": p.beta})
+        extra = {"pairs": len(rows), "beta": p.beta}
+        if distill:
+            extra.update(distill_weight=p.distill.weight, distill_teacher=p.distill.teacher)
+        return finish_training(trainer, tok, out_dir, dtype, metrics_path, plot_path, extra)

@@ -107,7 +107,7 @@ def finish_training(trainer, tok, out_dir: str | Path, dtype: str, metrics_path:
     if history:
         metrics["final_loss"] = _finite(history[-1]["loss"])
         for key in history[-1]:
-            if key.startswith(("rewards/", "logps/")):
+            if key.startswith(("rewards/", "logps/", "distill/")):
                 vals = [h[key] for h in history if key in h]
                 metrics[key.replace("/", "_") + "_mean"] = _finite(sum(vals) / len(vals))
                 metrics[key.replace("/", "_") + "_last"] = _finite(vals[-1])
@@ -118,7 +118,7 @@ def finish_training(trainer, tok, out_dir: str | Path, dtype: str, metrics_path:
             save_checkpoint(model, tok, tmp, dtype)
         if plot_path:
             cols = ["step", "loss"] + sorted({k for h in history for k in h
-                                              if k.startswith("rewards/")})
+                                              if k.startswith(("rewards/", "distill/"))})
             write_csv(plot_path, [c.replace("/", "_") for c in cols],
                       ([h.get("step"), *(h.get(c, "") for c in cols[1:])] for h in history))
         write_json(metrics_path, metrics)

@@ -1,0 +1,168 @@
+"""DPO + token-level KL distillation to a teacher (dpo.distill): the loss, its wiring, its effect."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import build_tiny_model
+
+from selfreward.models import load_model
+from selfreward.params import DistillParams, DpoParams
+from selfreward.stages.dpo import run_dpo
+from selfreward.training.distill import token_kl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_token_kl_by_hand():
+    s = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
+    t = torch.log(torch.tensor([[0.8, 0.2], [0.9, 0.1]]))
+    fwd = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)  # KL(teacher || student)
+    rev = 0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2)  # KL(student || teacher)
+    assert token_kl(s, t).tolist() == pytest.approx([fwd, 0.0], abs=1e-6)
+    assert token_kl(s, t, direction="reverse").tolist() == pytest.approx([rev, 0.0], abs=1e-6)
+    # Temperature: softened distributions, scaled by T^2.
+    soft = torch.softmax(torch.log(torch.tensor([0.5, 0.5])) / 2, -1)
+    soft_t = torch.softmax(torch.log(torch.tensor([0.8, 0.2])) / 2, -1)
+    want = 4 * float((soft_t * (soft_t.log() - soft.log())).sum())
+    assert float(token_kl(s[:1], t[:1], temperature=2.0)) == pytest.approx(want, abs=1e-6)
+    with pytest.raises(ValueError):
+        token_kl(s, t, direction="sideways")
+
+
+PAIRS = [
+    ("Name a colour.", "Blue is a calm colour of the sky.", "colour"),
+    ("Give a fruit.", "An apple is a sweet fruit.", "no"),
+    ("Say hello in French.", "Bonjour is hello in French.", "hi"),
+    ("Count to three.", "One, two, three.", "three two one one"),
+]
+
+
+def write_pairs(path: Path) -> Path:
+    with path.open("w") as fh:
+        for prompt, chosen, rejected in PAIRS:
+            fh.write(json.dumps({"prompt": [{"role": "user", "content": prompt}],
+                                 "chosen": [{"role": "assistant", "content": chosen}],
+                                 "rejected": [{"role": "assistant", "content": rejected}]}) + "\n")
+    return path
+
+
+def answer_kl(student_dir: Path, teacher_dir: Path) -> float:
+    """Mean KL(teacher || student) over the answer tokens of every pair, computed independently."""
+    student, tok = load_model(student_dir)
+    teacher, _ = load_model(teacher_dir)
+    total, count = 0.0, 0
+    for prompt, *answers in PAIRS:
+        head = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True)
+        n_head = len(tok(head, add_special_tokens=False)["input_ids"])
+        for answer in answers:
+            ids = tok(head + answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                s, t = (m(input_ids=ids).logits[0, n_head - 1:-1] for m in (student, teacher))
+            kl = token_kl(s, t)
+            total, count = total + float(kl.sum()), count + kl.numel()
+    return total / count
+
+
+def dpo_params(weight: float, teacher: Path, **distill) -> DpoParams:
+    return DpoParams(learning_rate=3e-3, final_learning_rate=3e-3, max_steps=8, batch_size=2,
+                     max_length=128, beta=0.1,
+                     distill=DistillParams(weight=weight, teacher=str(teacher), **distill))
+
+
+@pytest.fixture(scope="module")
+def teacher_model(tmp_path_factory) -> Path:
+    """Same tokenizer as tiny_model, other random weights."""
+    return build_tiny_model(tmp_path_factory.mktemp("teacher") / "model", seed=1)
+
+
+def test_teacher_equal_to_student_adds_nothing(tmp_path, tiny_model):
+    """KL to an identical teacher is 0 at the first step (student and teacher positions align)."""
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    teacher = shutil.copytree(tiny_model, tmp_path / "same")
+    p = dpo_params(1.0, teacher)
+    p.max_steps = 1
+    metrics = run_dpo(p, tiny_model, str(pairs), tmp_path / "m2", tmp_path / "m.json",
+                      tmp_path / "plot.csv", "float32")
+    assert metrics["distill_kl_last"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["final_loss"] == pytest.approx(metrics["distill_dpo_loss_last"], abs=1e-5)
+    assert metrics["final_loss"] == pytest.approx(math.log(2), abs=1e-4)  # DPO at step 0
+
+
+def test_distillation_pulls_the_student_to_the_teacher(tmp_path, tiny_model, teacher_model):
+    """Same data, seeds and steps: with the KL term the student ends nearer the teacher than with
+    plain DPO, and the logged loss is DPO + weight * KL."""
+    pairs = str(write_pairs(tmp_path / "pairs.jsonl"))
+    before = answer_kl(tiny_model, teacher_model)
+    plain = run_dpo(dpo_params(0.0, teacher_model), tiny_model, pairs, tmp_path / "plain",
+                    tmp_path / "plain.json", None, "float32")
+    distilled = run_dpo(dpo_params(2.0, teacher_model), tiny_model, pairs, tmp_path / "dist",
+                        tmp_path / "dist.json", tmp_path / "dist.csv", "float32")
+    after_plain = answer_kl(tmp_path / "plain", teacher_model)
+    after_dist = answer_kl(tmp_path / "dist", teacher_model)
+    assert "distill_kl_mean" not in plain
+    assert distilled["distill_weight"] == 2.0 and distilled["steps"] == 8
+    assert after_dist < 0.7 * before, (before, after_dist)
+    assert after_dist < 0.8 * after_plain, (after_plain, after_dist)
+    # The first logged KL is the untrained student's: the independent computation agrees.
+    rows = (tmp_path / "dist.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    first = dict(zip(header, rows[1].split(",")))
+    assert float(first["distill_kl"]) == pytest.approx(before, rel=0.05)
+    assert float(first["loss"]) == pytest.approx(
+        float(first["distill_dpo_loss"]) + 2.0 * float(first["distill_kl"]), rel=1e-4)
+    assert float(first["distill_kl_chosen"]) > 0 and float(first["distill_kl_rejected"]) > 0
+
+
+def test_reverse_direction_and_temperature_run(tmp_path, tiny_model, teacher_model):
+    pairs = str(write_pairs(tmp_path / "pairs.jsonl"))
+    p = dpo_params(0.5, teacher_model, direction="reverse", temperature=2.0)
+    p.max_steps = 2
+    metrics = run_dpo(p, tiny_model, pairs, tmp_path / "m2", tmp_path / "m.json", None, "float32")
+    assert metrics["distill_kl_mean"] > 0 and metrics["steps"] == 2
+    model, _ = load_model(tmp_path / "m2")
+    assert model.num_parameters() > 0
+
+
+def run_cli(tmp_path: Path, params: dict, model: str) -> subprocess.CompletedProcess:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_pairs(tmp_path / "pairs.jsonl")
+    return subprocess.run([sys.executable, "-m", "selfreward.cli", "dpo", "--model", model,
+                           "--pairs", "pairs.jsonl", "--out", "m2", "--metrics", "m.json"],
+                          check=False, cwd=tmp_path, capture_output=True, text=True)
+
+
+def test_teacher_with_another_tokenizer_is_refused(tmp_path, tiny_model):
+    other = shutil.copytree(tiny_model, tmp_path / "other")
+    tok_file = other / "tokenizer.json"
+    spec = json.loads(tok_file.read_text())
+    spec["added_tokens"].append({**spec["added_tokens"][-1], "id": 49152,
+                                 "content": "<|extra|>"})
+    tok_file.write_text(json.dumps(spec))
+    params = {"dpo": {"max_steps": 1, "batch_size": 2, "max_length": 64,
+                      "distill": {"weight": 1.0, "teacher": str(other)}}}
+    done = run_cli(tmp_path, params, str(tiny_model))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "tokenizer differs" in done.stderr and "dpo.distill.teacher" in done.stderr
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "m.json").exists()
+
+    params["dpo"]["distill"]["teacher"] = str(tmp_path / "missing")
+    done = run_cli(tmp_path, params, str(tiny_model))
+    assert done.returncode == 2 and "no config.json" in done.stderr
+
+
+def test_distill_params_are_validated(tmp_path, tiny_model):
+    params = {"dpo": {"distill": {"weight": -1.0}}}
+    done = run_cli(tmp_path, params, str(tiny_model))
+    assert done.returncode == 2
+    assert "params.yaml:3" in done.stderr and "dpo.distill.weight" in done.stderr
+    params = {"dpo": {"distill": {"direction": "sideways"}}}
+    done = run_cli(tmp_path, params, str(tiny_model))
+    assert done.returncode == 2 and "dpo.distill.direction" in done.stderr
