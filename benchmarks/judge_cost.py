@@ -66,8 +66,8 @@ def main() -> None:
           f"{'tie rate':>10}{'scored':>9}")
     for r in results:
         print(f"{r['mode'] + ('x' + str(r['samples']) if r['mode'] == 'sample' else ''):<10}"
-              f"{r['seconds_per_response']:>12}{str(r['pairwise_accuracy']):>14}"
-              f"{str(r['pairwise_accuracy_no_ties']):>13}{str(r['pairwise_tie_rate']):>10}"
+              f"{r['seconds_per_response']:>12}{r['pairwise_accuracy']!s:>14}"
+              f"{r['pairwise_accuracy_no_ties']!s:>13}{r['pairwise_tie_rate']!s:>10}"
               f"{r['scored_responses']:>6}/{r['responses']}")
     print(f"sample (K={args.samples}) costs {summary['sample_over_logprob_seconds']}x logprob "
           "per response")

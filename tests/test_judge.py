@@ -1,8 +1,8 @@
 """Judge: score parsing edge cases, sample and logprob modes."""
 
 import pytest
-
 from fakes import ScriptedEngine
+
 from selfreward.engines.base import Sampling
 from selfreward.params import EngineParams, JudgeParams
 from selfreward.stages.judge import judge_metrics, judge_rows, parse_score

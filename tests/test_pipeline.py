@@ -27,7 +27,8 @@ TINY_PARAMS = {
     "responses": {"n": 3, "max_new_tokens": 16},
     "judge": {"mode": "sample", "samples": 2, "max_new_tokens": 16},
     "pairs": {"min_margin": 0.1},
-    "dpo": {"batch_size": 2, "max_length": 128, "learning_rate": 1e-3, "max_steps": 2},
+    "dpo": {"batch_size": 2, "max_length": 128, "learning_rate": 1e-3, "max_steps": 2,
+            "distill": {"weight": 0.5, "teacher": "models/m0"}},  # DPO + KL to M0
     "eval": {"max_prompts": 3, "max_new_tokens": 16},
 }
 
@@ -55,6 +56,7 @@ def make_repo(tmp: Path, base_model: Path, overrides: dict) -> Path:
     run(repo, "git", "config", "user.email", "t@example.com")
     run(repo, "git", "config", "user.name", "t")
     run(repo, "dvc", "init", "-q")
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")  # the project's cache links
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "init")
     return repo
@@ -68,7 +70,7 @@ def env() -> dict:
 
 
 def run(repo: Path, *cmd: str) -> str:
-    proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout + proc.stderr
@@ -117,6 +119,13 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     metrics = json.loads((repo / "metrics/iter2/judge.json").read_text())
     assert metrics["parse_rate"] > 0.9 and metrics["engine"] == "hf"
     assert not list(repo.rglob("*.shards")) and not list(repo.rglob(".*.tmp"))
+    # Checkpoints exist once on disk: the workspace file is a hard link to the DVC cache.
+    assert (repo / "models/m2/model.safetensors").stat().st_nlink == 2
+    # DPO ran with the distillation term; the teacher is a recorded dependency of dpo@t.
+    dpo = json.loads((repo / "metrics/iter1/dpo.json").read_text())
+    assert dpo["distill_weight"] == 0.5 and dpo["distill_kl_mean"] > 0
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert "models/m0" in [d["path"] for d in lock["dpo@2"]["deps"]]
 
     # Nothing changed: nothing runs.
     run(repo, "git", "add", "-A")

@@ -3,11 +3,17 @@
 import itertools
 
 import pytest
-
 from fakes import ScriptedEngine
+
 from selfreward.params import PromptsParams
-from selfreward.stages.prompts import (PromptFilter, clean_prompt, generate_prompts, rouge_l_f1,
-                                       split_candidates, words)
+from selfreward.stages.prompts import (
+    PromptFilter,
+    clean_prompt,
+    generate_prompts,
+    rouge_l_f1,
+    split_candidates,
+    words,
+)
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -54,7 +54,7 @@ def test_sft_killed_mid_training_resumes(tmp_path, tiny_model):
     proc.wait()
     assert not (tmp_path / "m1").exists() and not (tmp_path / "m.json").exists()
 
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming training from" in done.stderr and "checkpoint-" in done.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())

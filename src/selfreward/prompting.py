@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 JUDGE_PREFIX = "Score: "  # the assistant prefix the logprob judge scores from
 
 
-@lru_cache(maxsize=None)
+@cache
 def template(name: str) -> str:
     """The text of templates/<name>.txt."""
     return resources.files("selfreward.templates").joinpath(f"{name}.txt").read_text("utf-8")

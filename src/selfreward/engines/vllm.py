@@ -79,7 +79,8 @@ class VLLMEngine:
 
     def _run(self, seqs: list[list[int]], params) -> list:
         prompts = [{"prompt_token_ids": s} for s in seqs]
-        return self.llm.generate(prompts, params, use_tqdm=len(seqs) > 1)
+        # No vLLM progress bar: the shard runner reports items/s and tokens/s (~1 % faster).
+        return self.llm.generate(prompts, params, use_tqdm=False)
 
     def generate(self, chats: list[list[dict]], sampling: Sampling) -> list[list[str]]:
         from vllm import SamplingParams

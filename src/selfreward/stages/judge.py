@@ -17,11 +17,11 @@ from ..errors import UserError
 from ..io import read_jsonl, remove_outputs, require, write_csv, write_json, write_jsonl
 from ..params import EngineParams, JudgeParams
 from ..prompting import JUDGE_PREFIX, judge_messages
-from ..shards import finish, fingerprint, model_fingerprint, run_sharded
+from ..shards import fingerprint, finish, model_fingerprint, run_sharded
 
 log = logging.getLogger(__name__)
 
-_SCORE = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)(?!\d)", re.I)
+_SCORE = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)(?!\d)", re.IGNORECASE)
 
 
 def parse_score(text: str) -> float | None:
@@ -88,7 +88,7 @@ def judge_metrics(rows: list[dict]) -> dict:
     all_scores = [s for row in rows for ks in row["scores"] for s in ks]
     parsed = [s for s in all_scores if s is not None]
     means = [m for row in rows for m in row["mean"] if m is not None]
-    hist = Counter(int(round(m)) for m in means)
+    hist = Counter(round(m) for m in means)
     return {"judgments": len(all_scores), "parsed": len(parsed),
             "parse_rate": round(len(parsed) / len(all_scores), 4) if all_scores else 0.0,
             "mean_score": round(statistics.fmean(means), 4) if means else None,

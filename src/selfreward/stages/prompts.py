@@ -14,17 +14,17 @@ from ..io import remove_outputs, write_json, write_jsonl
 from ..params import EngineParams, PromptsParams
 from ..prompting import prompt_generation_messages
 from ..seed import load_ift, user_prompt
-from ..shards import ShardStore, finish, fingerprint, model_fingerprint
+from ..shards import ShardStore, fingerprint, finish, model_fingerprint
 
 log = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[a-z0-9]+")
-_LEAD = re.compile(r"^\s*(?:(?:new\s+)?task\s*\d*\s*[:.)-]|\d+\s*[.):-]|[-*#>]+)\s*", re.I)
+_LEAD = re.compile(r"^\s*(?:(?:new\s+)?task\s*\d*\s*[:.)-]|\d+\s*[.):-]|[-*#>]+)\s*", re.IGNORECASE)
 _CUT = re.compile(r"\n\s*(?:task\s*\d+|answer|response|output|solution|input|example)\s*[:.]",
-                  re.I)
+                  re.IGNORECASE)
 
 
-_TASK = re.compile(r"(?:^|\n)\s*(?:new\s+)?task\s*\d+\s*[:.)-]", re.I)
+_TASK = re.compile(r"(?:^|\n)\s*(?:new\s+)?task\s*\d+\s*[:.)-]", re.IGNORECASE)
 
 
 def split_candidates(raw: str) -> list[str]:

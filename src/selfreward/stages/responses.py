@@ -10,7 +10,7 @@ from ..engines import Sampling, engine_key, make_engine
 from ..io import remove_outputs, write_json, write_jsonl
 from ..params import EngineParams, ResponsesParams
 from ..seed import load_prompts
-from ..shards import finish, fingerprint, model_fingerprint, run_sharded
+from ..shards import fingerprint, finish, model_fingerprint, run_sharded
 
 log = logging.getLogger(__name__)
 

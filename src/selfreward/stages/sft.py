@@ -9,10 +9,9 @@ from ..errors import UserError
 from ..io import remove_outputs
 from ..models import load_model
 from ..params import SftParams
-from ..shards import fingerprint, model_fingerprint
 from ..seed import Conversation, eft_conversation, load_eft, load_ift
-from ..training.common import (finish_training, lora_config, trainer_kwargs,
-                               training_workdir)
+from ..shards import fingerprint, model_fingerprint
+from ..training.common import finish_training, lora_config, trainer_kwargs, training_workdir
 
 log = logging.getLogger(__name__)
 

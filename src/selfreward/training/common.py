@@ -22,32 +22,32 @@ log = logging.getLogger(__name__)
 def trainer_kwargs(p: TrainParams, output_dir: str) -> dict:
     """TrainingArguments fields common to SFTConfig and DPOConfig."""
     cuda = torch.cuda.is_available()
-    return dict(
-        output_dir=output_dir,
-        learning_rate=p.learning_rate,
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": p.final_learning_rate},
-        warmup_steps=p.warmup_ratio,  # a float < 1 is a ratio of the total steps
-        num_train_epochs=p.epochs,
-        max_steps=p.max_steps,
-        per_device_train_batch_size=p.batch_size,
-        gradient_accumulation_steps=p.grad_accum,
-        weight_decay=p.weight_decay,
-        gradient_checkpointing=p.gradient_checkpointing,
-        seed=p.seed,
-        data_seed=p.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        use_cpu=not cuda,
-        logging_steps=1,
-        save_strategy="steps" if p.save_steps > 0 else "no",
-        save_steps=p.save_steps if p.save_steps > 0 else 500,
-        save_total_limit=1,
-        report_to=[],
-        disable_tqdm=False,
-        dataloader_num_workers=0,
+    return {
+        "output_dir": output_dir,
+        "learning_rate": p.learning_rate,
+        "lr_scheduler_type": "cosine_with_min_lr",
+        "lr_scheduler_kwargs": {"min_lr": p.final_learning_rate},
+        "warmup_steps": p.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        "num_train_epochs": p.epochs,
+        "max_steps": p.max_steps,
+        "per_device_train_batch_size": p.batch_size,
+        "gradient_accumulation_steps": p.grad_accum,
+        "weight_decay": p.weight_decay,
+        "gradient_checkpointing": p.gradient_checkpointing,
+        "seed": p.seed,
+        "data_seed": p.seed,
+        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "use_cpu": not cuda,
+        "logging_steps": 1,
+        "save_strategy": "steps" if p.save_steps > 0 else "no",
+        "save_steps": p.save_steps if p.save_steps > 0 else 500,
+        "save_total_limit": 1,
+        "report_to": [],
+        "disable_tqdm": False,
+        "dataloader_num_workers": 0,
         # Every trainable weight gets a gradient (LoRA freezes, it skips none): no extra DDP pass.
-        ddp_find_unused_parameters=False,
-    )
+        "ddp_find_unused_parameters": False,
+    }
 
 
 @contextlib.contextmanager
