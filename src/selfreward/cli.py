@@ -160,7 +160,9 @@ def pairs(params_file, judgments, out, metrics) -> None:
 def dpo(params_file, model_dir, pairs_file, out, metrics, plot) -> None:
     """Train M_t+1 from M_t with DPO on the self-rewarded pairs (params dpo.*).
 
-    The reference model is M_t; optional LoRA (dpo.lora) is merged before saving.
+    The reference model is M_t; optional LoRA (dpo.lora) is merged before saving. With
+    dpo.distill.weight > 0 the loss adds a token-level KL to the teacher dpo.distill.teacher on
+    the chosen and the rejected answers.
     """
     from .launch import maybe_relaunch
     from .stages.dpo import run_dpo
