@@ -14,7 +14,6 @@ LM-head projection of the answer tokens, not a second student forward.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -22,8 +21,6 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..params import DistillParams
-
-log = logging.getLogger(__name__)
 
 
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
