@@ -166,3 +166,43 @@ def test_distill_params_are_validated(tmp_path, tiny_model):
     params = {"dpo": {"distill": {"direction": "sideways"}}}
     done = run_cli(tmp_path, params, str(tiny_model))
     assert done.returncode == 2 and "dpo.distill.direction" in done.stderr
+
+
+def test_with_lora_the_kl_term_reaches_the_adapters(tmp_path, tiny_model, teacher_model):
+    """LoRA: the reference is the adapter-disabled model run through the same backbone; the KL
+    must still use the student's (adapter-enabled) hidden states and send gradient to the
+    adapters. Then a short run trains, merges and saves."""
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    from selfreward.params import LoraParams
+    from selfreward.training.common import lora_config, trainer_kwargs
+    from selfreward.training.distill import distill_trainer, load_teacher
+
+    p = dpo_params(1.0, teacher_model)
+    p.lora = LoraParams(enabled=True, r=8, alpha=16)
+    rows = [json.loads(x) for x in write_pairs(tmp_path / "pairs.jsonl").read_text().splitlines()]
+    model, tok = load_model(tiny_model, for_training=True)
+    config = DPOConfig(**trainer_kwargs(p, str(tmp_path / "work")), beta=p.beta, max_length=128)
+    trainer = distill_trainer(load_teacher(p.distill, tok), p.distill, len(tok), model=model,
+                              ref_model=None, args=config, train_dataset=Dataset.from_list(rows),
+                              processing_class=tok, peft_config=lora_config(p.lora))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    grads = {}
+    for weight in (0.0, 100.0):
+        p.distill.weight = weight
+        trainer.model.zero_grad()
+        trainer.compute_loss(trainer.model, batch).backward()
+        grads[weight] = torch.cat([q.grad.flatten() for n, q in trainer.model.named_parameters()
+                                   if "lora_" in n and q.grad is not None])
+    assert grads[0.0].numel() > 0
+    assert not torch.allclose(grads[0.0], grads[100.0])
+    assert trainer._metrics["train"]["distill/kl"][-1] > 0
+
+    p.distill.weight, p.max_steps = 1.0, 2
+    metrics = run_dpo(p, tiny_model, str(tmp_path / "pairs.jsonl"), tmp_path / "m2",
+                      tmp_path / "m.json", None, "float32")
+    assert metrics["steps"] == 2 and metrics["distill_kl_mean"] > 0
+    merged, _ = load_model(tmp_path / "m2")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
