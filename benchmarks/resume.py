@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from selfreward.shards import finished_shards
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.55
 
@@ -59,9 +61,8 @@ def kill_half_way(cmd: list[str], out: Path, shards: int) -> tuple[int, float]:
     """Start the run, SIGKILL it once half its shard files exist; (shards written, seconds)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    shard_dir = Path(str(out) + ".shards")
     try:
-        while len(list(shard_dir.glob("[0-9]*.jsonl"))) < shards // 2:
+        while len(finished_shards(out)) < shards // 2:
             if proc.poll() is not None:
                 raise SystemExit("the run ended before it could be interrupted")
             time.sleep(0.02)
@@ -69,7 +70,7 @@ def kill_half_way(cmd: list[str], out: Path, shards: int) -> tuple[int, float]:
     finally:
         proc.kill()
         proc.wait()
-    return len(list(shard_dir.glob("[0-9]*.jsonl"))), time.perf_counter() - t0
+    return len(finished_shards(out)), time.perf_counter() - t0
 
 
 def main() -> None:

@@ -184,7 +184,7 @@ def test_with_lora_the_kl_term_reaches_the_adapters(tmp_path, tiny_model, teache
     rows = [json.loads(x) for x in write_pairs(tmp_path / "pairs.jsonl").read_text().splitlines()]
     model, tok = load_model(tiny_model, for_training=True)
     config = DPOConfig(**trainer_kwargs(p, str(tmp_path / "work")), beta=p.beta, max_length=128)
-    trainer = distill_trainer(load_teacher(p.distill, tok), p.distill, len(tok), model=model,
+    trainer = distill_trainer(load_teacher(p.distill, tok), p.distill, model=model,
                               ref_model=None, args=config, train_dataset=Dataset.from_list(rows),
                               processing_class=tok, peft_config=lora_config(p.lora))
     batch = next(iter(trainer.get_train_dataloader()))

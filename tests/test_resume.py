@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from procs import kill_when, run_json
 
 from selfreward.engines.base import EngineStats
-from selfreward.shards import ShardStore, run_sharded
+from selfreward.shards import ShardStore, finished_shards, run_sharded
 
 # -- run_sharded in-process ------------------------------------------------------------------
 
@@ -143,31 +142,13 @@ def _env() -> dict:
 
 
 def _run(cmd: list[str]) -> dict:
-    done = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(Path(cmd[-1]).read_text())
-
-
-def _shard_files(out: Path) -> list[Path]:
-    return sorted(Path(str(out) + ".shards").glob("[0-9]*.jsonl"))
+    return run_json(cmd, _env(), timeout=300)
 
 
 def _kill_half_way(cmd: list[str], out: Path) -> int:
     """Start the command, SIGKILL it once half its shards are written; return how many exist."""
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while len(_shard_files(out)) < N_ITEMS // 2:
-            assert proc.poll() is None, "finished before it could be interrupted"
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    return len(_shard_files(out))
+    kill_when(cmd, _env(), lambda: len(finished_shards(out)) >= N_ITEMS // 2, timeout=300)
+    return len(finished_shards(out))
 
 
 def _resume_matches_clean_run(stage: str, tmp_path: Path, model: Path, inp: Path) -> dict:
@@ -183,7 +164,7 @@ def _resume_matches_clean_run(stage: str, tmp_path: Path, model: Path, inp: Path
     written = _kill_half_way(cmd, out)
     assert N_ITEMS // 2 <= written < N_ITEMS and not out.exists()
     # A torn write of the last finished shard: it must be redone, not merged.
-    last = _shard_files(out)[-1]
+    last = finished_shards(out)[-1]
     last.write_bytes(last.read_bytes()[:-5])
 
     metrics = _run(cmd)

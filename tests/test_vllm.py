@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from procs import kill_when, run_json
 
 from selfreward.params import EngineParams, JudgeParams
+from selfreward.shards import finished_shards
 from selfreward.stages.judge import run_judge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,10 +85,7 @@ def _cmd(work: Path, stage: str, inp: Path, out: Path) -> list[str]:
 
 
 def _run(cmd: list[str]) -> dict:
-    done = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(Path(cmd[-1]).read_text())
+    return run_json(cmd, _env(), timeout=600)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -122,19 +118,8 @@ def test_killed_vllm_run_resumes_byte_identical(work, responses):
     out = work / "killed" / "responses.jsonl"
     out.parent.mkdir()
     cmd = _cmd(work, "responses", work / "prompts.jsonl", out)
-    shards = Path(str(out) + ".shards")
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 600
-        while len(list(shards.glob("[0-9]*.jsonl"))) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    written = len(list(shards.glob("[0-9]*.jsonl")))
+    kill_when(cmd, _env(), lambda: len(finished_shards(out)) >= 2, timeout=600)
+    written = len(finished_shards(out))
     assert 2 <= written < N_PROMPTS and not out.exists()
     metrics = _run(cmd)
     assert metrics["shards_resumed"] == written

@@ -37,11 +37,21 @@ def model_fingerprint(model_dir: str | Path) -> str:
                               for f in p.iterdir() if f.is_file()) if p.is_dir() else str(p))
 
 
+def shard_dir(output: str | Path) -> Path:
+    """Where the shards of `output` live until it is complete."""
+    return Path(str(output) + ".shards")
+
+
+def finished_shards(output: str | Path) -> list[Path]:
+    """The shard files of `output` written so far, in order (a rerun checks each)."""
+    return sorted(shard_dir(output).glob("[0-9]*.jsonl"))
+
+
 class ShardStore:
     """Shard files for one output, invalidated when the fingerprint changes."""
 
     def __init__(self, output: str | Path, key: str) -> None:
-        self.dir = Path(str(output) + ".shards")
+        self.dir = shard_dir(output)
         meta = self.dir / "meta.json"
         if self.dir.exists():
             try:

@@ -59,7 +59,7 @@ def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str |
                   "train_dataset": Dataset.from_list(rows), "processing_class": tok,
                   "peft_config": lora_config(p.lora)}
         if distill:
-            trainer = distill_trainer(teacher, p.distill, len(tok), **kwargs)
+            trainer = distill_trainer(teacher, p.distill, **kwargs)
             log.info("DPO + distillation on %d pairs (beta=%s, KL weight %s to %s)", len(rows),
                      p.beta, p.distill.weight, p.distill.teacher)
         else:

@@ -39,6 +39,8 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempera
 
 def load_teacher(p: DistillParams, student_tok):
     """The frozen teacher; its tokenizer must be the student's (the KL is per vocabulary entry)."""
+    from transformers import AutoTokenizer
+
     from ..models import load_model
 
     path = Path(p.teacher)
@@ -46,12 +48,12 @@ def load_teacher(p: DistillParams, student_tok):
         raise UserError("distillation teacher is not a model checkpoint (no config.json); "
                         "convert one with `selfreward base --model <dir|hub id> --out <dir>`",
                         file=str(path), field="dpo.distill.teacher")
-    teacher, teacher_tok = load_model(str(path), dtype="float32")
+    teacher_tok = AutoTokenizer.from_pretrained(str(path))  # checked before loading weights
     if teacher_tok.get_vocab() != student_tok.get_vocab():
         raise UserError(f"the teacher's tokenizer differs from the student's "
                         f"({len(teacher_tok)} vs {len(student_tok)} tokens); token-level KL "
                         "needs the same vocabulary", file=str(path), field="dpo.distill.teacher")
-    teacher.eval()
+    teacher, _ = load_model(str(path), dtype="float32")
     teacher.requires_grad_(False)
     return teacher
 
@@ -77,7 +79,7 @@ def _lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def distill_trainer(teacher, p: DistillParams, vocab_size: int, **kwargs):
+def distill_trainer(teacher, p: DistillParams, **kwargs):
     """A TRL DPOTrainer whose loss adds weight * token-level KL to `teacher`."""
     from trl import DPOTrainer
     from trl.models import prepare_deepspeed, prepare_fsdp
@@ -119,8 +121,9 @@ def distill_trainer(teacher, p: DistillParams, vocab_size: int, **kwargs):
                 t_out = self.teacher(input_ids=inputs["input_ids"],
                                      attention_mask=inputs["attention_mask"], use_cache=False)
                 teacher_logits = t_out.logits[:, :-1][mask]
-            kl = token_kl(student_logits[:, :vocab_size], teacher_logits[:, :vocab_size],
-                          p.temperature, p.direction)
+            vocab = len(self.processing_class)  # padded LM-head rows are no token
+            kl = token_kl(student_logits[:, :vocab], teacher_logits[:, :vocab], p.temperature,
+                          p.direction)
             loss = dpo_loss + p.weight * kl.mean()
             mode = "train" if self.model.training else "eval"
             rows = torch.arange(mask.size(0), device=mask.device)[:, None].expand_as(mask)[mask]
