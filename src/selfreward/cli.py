@@ -69,11 +69,13 @@ def sft(params_file, model_dir, ift, eft, out, metrics, plot) -> None:
     covers the assistant's answer only. Optional LoRA (sft.lora) is merged before saving.
     """
     from .launch import maybe_relaunch
+    from .prompting import judge_template
     from .stages.sft import run_sft
 
     p = load_params(params_file)
     maybe_relaunch(p.launch, cleanup=(out, metrics, plot))  # accelerate launch when launch.* ask
-    run_sft(p.sft, model_dir, list(ift), list(eft), out, metrics, plot, p.base.dtype)
+    run_sft(p.sft, model_dir, list(ift), list(eft), out, metrics, plot, p.base.dtype,
+            judge_template(p.judge.template))
 
 
 @main.command()
@@ -183,12 +185,14 @@ def dpo(params_file, model_dir, pairs_file, out, metrics, plot) -> None:
 def eval_judge(params_file, model_dir, eft_file, pairs_file, out) -> None:
     """Agreement of a model as judge with human preferences (params judge.*, engine.*).
 
-    --eft: pairwise accuracy, 5-best, exact match, Spearman, Kendall tau. --pairs: pairwise
-    accuracy on chosen/rejected pairs. Model ties are counted separately.
+    --eft: pairwise accuracy (with a group-bootstrap 95 % interval), 5-best, exact match,
+    Spearman, Kendall tau, score spread, and the relevance check built from the file (each good
+    answer under its own prompt vs a good answer to another prompt, Wilson interval). --pairs:
+    accuracy on chosen/rejected pairs. Model ties are counted separately (never as successes).
     """
     import json
 
-    from .stages.evaluate import run_eval_judge
+    from .stages.eval_judge import run_eval_judge
 
     p = load_params(params_file)
     click.echo(json.dumps(run_eval_judge(model_dir, p, eft_file, pairs_file, out), indent=2))
@@ -200,17 +204,24 @@ def eval_judge(params_file, model_dir, eft_file, pairs_file, out) -> None:
 @click.option("--prompts", "prompts_file", required=True, type=click.Path(),
               help="Held-out eval prompts ({id, prompt}).")
 @click.option("--eft", "eft_file", type=click.Path(), help="Held-out EFT set (judge agreement).")
-@_out("out", "Output directory: answers.jsonl, eft_scores.jsonl, summary.json.")
-def eval_model(params_file, model_dir, prompts_file, eft_file, out) -> None:
-    """One model's answers to the eval prompts, their lengths, and its judge agreement.
+@click.option("--judge", "judge_dir", type=click.Path(),
+              help="Fixed judge scoring the answers pointwise (default: eval.judge; unused with "
+                   "eval.judge_endpoint).")
+@_out("out", "Output directory: answers, eft_scores, relevance, fixed_judge_scores, summary.")
+@_out("metrics", "Headline metrics JSON of this model (DVC metrics, report).", required=False)
+def eval_model(params_file, model_dir, prompts_file, eft_file, judge_dir, out, metrics) -> None:
+    """One model's answers to the eval prompts and the figures of that model alone.
 
-    Answers use eval.* (eval.max_prompts seeded subset, greedy at eval.temperature 0); judge
-    agreement uses judge.* exactly as the pipeline's judge stage.
+    Answers use eval.* (eval.max_prompts seeded subset, greedy at eval.temperature 0). As a
+    judge (judge.*, exactly as the pipeline's judge stage): agreement with the held-out EFT set,
+    the relevance check on its own answers (each prompt's answer vs another prompt's answer),
+    its self-scores. The fixed judge's pointwise rubric scores of its answers.
     """
-    from .stages.evaluate import run_eval_model
+    from .stages.eval_answers import run_eval_model
 
     p = load_params(params_file)
-    run_eval_model(model_dir, p, prompts_file, eft_file, out)
+    run_eval_model(model_dir, p, prompts_file, eft_file, out, judge_dir or p.eval.judge,
+                   metrics)
 
 
 @main.command()
@@ -221,19 +232,25 @@ def eval_model(params_file, model_dir, prompts_file, eft_file, out) -> None:
 @click.option("--sft-eval", required=True, type=click.Path(), help="eval-model dir of M1.")
 @click.option("--judge", "judge_dir", type=click.Path(),
               help="Local judge checkpoint (default: eval.judge; unused with eval.judge_endpoint).")
+@click.option("--frozen-judge", type=click.Path(),
+              help="Checkpoint of M_t: scores M_t+1's answers for the frozen-judge reward gain.")
 @_out("out", "Verdicts JSONL (every comparison, both orders).")
-@_out("metrics", "Metrics JSON (win/tie/loss, judge agreement, lengths).")
-def evaluate(params_file, iteration, model_eval, next_eval, sft_eval, judge_dir, out,
-             metrics) -> None:
-    """Head-to-head: M_t+1 vs M_t and vs M1 judged in both orders by a fixed judge (eval.*).
+@_out("metrics", "Metrics JSON (movement, reward gain, win/tie/loss, judge agreement, lengths).")
+def evaluate(params_file, iteration, model_eval, next_eval, sft_eval, judge_dir, frozen_judge,
+             out, metrics) -> None:
+    """Did M_t+1 move, and is it better? (params eval.*, judge.*)
 
-    A verdict that flips with the order is a tie. The judge is eval.judge (a local model) or
+    Share of greedy answers changed; frozen-judge reward gain (M_t's score of M_t+1's answers
+    minus of its own, 95 % bootstrap interval); fixed-judge pointwise score gains; head-to-head
+    vs M_t and vs M1 in both orders (a verdict that flips with the order is a tie) with win-rate
+    intervals and the judge's position bias. The judge is eval.judge (a local model) or
     eval.judge_endpoint (OpenAI-compatible; key from the env variable named eval.api_key_env).
     """
-    from .stages.evaluate import run_evaluate
+    from .stages.head_to_head import run_evaluate
 
     p = load_params(params_file)
-    run_evaluate(p, iteration, model_eval, next_eval, sft_eval, out, metrics, judge_dir)
+    run_evaluate(p, iteration, model_eval, next_eval, sft_eval, out, metrics, judge_dir,
+                 frozen_judge)
 
 
 @main.command()

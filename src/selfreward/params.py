@@ -46,12 +46,39 @@ class TrainParams:
     seed: int = 0
     gradient_checkpointing: bool = False
     save_steps: int = 0  # >0: checkpoint every N steps to <out>.ckpt/ and resume after a crash
+    # Mixed precision of the forward/backward pass; the master weights stay float32 either way.
+    # auto = bf16 on CUDA with bf16 and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    train_layers: int = 0  # >0: train only the top N transformer blocks (+ final norm); 0 = all
     lora: LoraParams = field(default_factory=LoraParams)
 
 
 @dataclass
+class JudgeDataParams:
+    """Synthetic judge turns built from the IFT answers (training/sft_data.py).
+
+    Each negative comes with its balancing positive (the same IFT answer, or the same prompt,
+    scored `matched_score`), so only the prompt-answer match separates the labels.
+    """
+
+    mismatched: int = 0  # answers shown under another prompt (score 0), each also under its own
+    empty: int = 0  # empty answers (score 0), each beside the prompt's own answer
+    truncated: int = 0  # answers cut off mid-way (truncated_score), each beside the whole answer
+    matched_score: int = 4
+    truncated_score: int = 2
+    seed: int = 0
+
+
+@dataclass
 class SftParams(TrainParams):
-    pass
+    # How EFT examples are rendered: `score` = the completion is `Score: n`, the very position
+    # the logprob judge reads; `justification` = reasons then `Score: n` (sample mode); `both`.
+    eft_format: Literal["score", "justification", "both"] = "score"
+    judge_data: JudgeDataParams = field(default_factory=JudgeDataParams)
+    # token = TRL's mean over every label token of a batch (long answers dominate); example =
+    # each example's mean, then the mean over examples (a judge turn's one digit counts as much
+    # as a 100-token answer). training/completion_loss.py.
+    loss_normalization: Literal["token", "example"] = "token"
 
 
 @dataclass
@@ -123,6 +150,9 @@ class ResponsesParams:
 @dataclass
 class JudgeParams:
     mode: Literal["logprob", "sample"] = "logprob"
+    # The rubric: a text file with {prompt} and {response} (a DVC dependency of every stage that
+    # judges or trains the judge); null = the packaged templates/judge.txt.
+    template: str | None = None
     samples: int = 3
     temperature: float = 0.7
     top_p: float = 0.9
@@ -345,6 +375,16 @@ def _check_ranges(p: Params, where: dict) -> None:
         bad("prompts.rouge_threshold", "must be in [0, 1]")
     if p.pairs.min_margin <= 0:
         bad("pairs.min_margin", "must be > 0 so that ties are dropped")
+    for stage in ("sft", "dpo"):
+        if getattr(p, stage).train_layers < 0:
+            bad(f"{stage}.train_layers", "must be >= 0 (0 = train every layer)")
+    jd = p.sft.judge_data
+    for name in ("mismatched", "empty", "truncated"):
+        if getattr(jd, name) < 0:
+            bad(f"sft.judge_data.{name}", "must be >= 0")
+    for name in ("matched_score", "truncated_score"):
+        if not 0 <= getattr(jd, name) <= 5:
+            bad(f"sft.judge_data.{name}", "must be a score 0-5")
     if p.dpo.distill.weight < 0:
         bad("dpo.distill.weight", "must be >= 0 (0 = no distillation)")
     if p.dpo.distill.temperature <= 0:

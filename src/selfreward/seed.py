@@ -11,7 +11,6 @@ from pathlib import Path
 
 from .errors import UserError
 from .io import read_jsonl, require
-from .prompting import judge_answer, judge_messages
 
 
 @dataclass
@@ -97,13 +96,6 @@ def load_eft(path: str | Path) -> list[JudgeExample]:
         out.append(JudgeExample(prompt, response, justification, score, str(group),
                                 f"{file}:{line}"))
     return out
-
-
-def eft_conversation(ex: JudgeExample) -> Conversation:
-    """Render a judge example through the same template the judge stage uses."""
-    return Conversation(judge_messages(ex.prompt, ex.response),
-                        [{"role": "assistant", "content": judge_answer(ex.justification,
-                                                                       ex.score)}], ex.source)
 
 
 def load_prompts(path: str | Path) -> list[dict]:

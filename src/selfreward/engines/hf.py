@@ -14,6 +14,7 @@ from .base import (
     EngineStats,
     Sampling,
     count_generated,
+    count_text_tokens,
     digit_prefix_ids,
     encode_chats,
     stop_token_ids,
@@ -168,6 +169,9 @@ class HFEngine:
         self.stats.prompts += len(seqs)
         self.stats.seconds += time.perf_counter() - t0
         return out
+
+    def count_tokens(self, text: str) -> int:
+        return count_text_tokens(self.tok, text)
 
     def close(self) -> None:
         del self.model
