@@ -53,7 +53,13 @@ def test_parse_instances_input_first_output_first_and_no_input():
                                              {"input": "0 C", "output": "32 F"}]
     assert parse_instances("Output: Drink water.", False) == [{"input": "", "output":
                                                                "Drink water."}]
-    assert parse_instances("Example 1\nInput: no output here", False) == []
+    # As in the original code: no 'Output:' means the text is the output of an input-less task.
+    assert parse_instances("The dragon slept.", False) == [{"input": "", "output":
+                                                            "The dragon slept."}]
+    assert parse_instances("Example 1\nInput: no output here", False) == [{"input": "",
+                                                                           "output": ""}]
+    assert parse_instances("Input: a\nOutput: b\nInput: c\nOutput: d", False) == [
+        {"input": "a", "output": "b"}]
     reply = "Class label: Spam\nInput: WIN NOW\nClass label: Not spam\nInput: see you\nClass label: X"
     assert parse_instances(reply, True) == [{"input": "WIN NOW", "output": "Spam"},
                                             {"input": "see you", "output": "Not spam"},
@@ -303,8 +309,8 @@ def test_embedded_model_keeps_some_tasks(tmp_path):
 
     model = tmp_path / "m0"
     make_base(BaseParams(), model, tmp_path / "base.json")
-    p = SelfInstructParams(enabled=True, count=8, max_attempts=8, max_new_tokens=128,
-                           instance_max_new_tokens=96, temperature=0.7, top_p=0.9)
+    p = SelfInstructParams(enabled=True, count=6, max_attempts=4, max_new_tokens=96,
+                           instance_max_new_tokens=64, temperature=0.7, top_p=0.9)
     out = tmp_path / "si"
     metrics = run_self_instruct(str(model), p, EngineParams(name="hf", batch_size=8,
                                                             shard_size=8),

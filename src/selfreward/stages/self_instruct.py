@@ -99,23 +99,29 @@ def _clean(text: str) -> str:
 
 
 def parse_instances(reply: str, is_classification: bool) -> list[dict]:
-    """{input, output} pairs from a reply; text after a new 'Task:' line is ignored."""
+    """{input, output} pairs from a reply, as the original code parses them.
+
+    Output-first: each 'Class label:' line is an output, the text after it (its 'Input:') the
+    input; no label, no instance. Input-first: each 'Example n' block is split at 'Output:'; a
+    block without one is an output that needs no input. Text after a new 'Task:' is ignored.
+    """
     text = _NEXT_TASK.split("\n" + reply, maxsplit=1)[0]
     out = []
     if is_classification:
         for chunk in _LABEL.split(text)[1:]:
-            label, _, rest = chunk.partition("\n")
-            parts = _INPUT.split(rest, maxsplit=1)
-            out.append({"input": _clean(parts[1]) if len(parts) > 1 else "",
-                        "output": _clean(label)})
+            label, _, rest = chunk.strip().partition("\n")
+            marked = _INPUT.split(rest, maxsplit=1)
+            out.append({"input": _clean(marked[-1]), "output": _clean(label)})
         return out
     for chunk in _EXAMPLE.split(text):
+        if not chunk.strip():
+            continue
         parts = _OUTPUT.split(chunk, maxsplit=1)
-        if len(parts) < 2:
-            continue  # no 'Output:': not an example
-        before, output = parts
-        inp = _INPUT.split(before, maxsplit=1)
-        out.append({"input": _clean(inp[1]) if len(inp) > 1 else "", "output": _clean(output)})
+        before, output = parts if len(parts) == 2 else ("", chunk)
+        # A second example written without its header: the output ends at its 'Input:'.
+        output = _INPUT.split(output, maxsplit=1)[0]
+        marked = _INPUT.split(before, maxsplit=1)
+        out.append({"input": _clean(marked[-1]), "output": _clean(output)})
     return out
 
 
@@ -170,6 +176,8 @@ def generate_instructions(engine: Engine, p: SelfInstructParams, seeds: list[tup
                 filt.add(instruction)
                 kept.append({"id": f"si-{len(kept):05d}", "instruction": instruction,
                              "shots": raw["shots"]})
+        log.info("self-instruct generation round %d: %d of %d instructions kept after %d calls",
+                 r, len(kept), p.count, attempts)
     metrics = {"generation_rounds_resumed": store.resumed, "attempts": attempts,
                "candidates": candidates, "instructions_kept": len(kept),
                **{f"rejected_{k}": reasons.get(k, 0) for k in INSTRUCTION_REJECTIONS}}
