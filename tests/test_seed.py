@@ -11,7 +11,6 @@ from selfreward.seed import load_eft, load_ift, load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "data" / "seed"
-SHARED = ROOT.parent / "shared" / "data" / "self_instruct_seed_tasks.jsonl"
 
 
 def test_shipped_seed_data_meets_the_contract():
@@ -33,8 +32,8 @@ def test_shipped_seed_data_meets_the_contract():
             assert not prompts[i] & prompts[j], (i, j)
 
 
-def test_self_instruct_seed_tasks_load():
-    convs = load_ift(SHARED)
+def test_self_instruct_seed_tasks_load(official_seed_tasks):
+    convs = load_ift(official_seed_tasks)
     assert len(convs) == 175
     with_input = next(c for c in convs if "Night : Day" in c.prompt[0]["content"])
     assert with_input.prompt[0]["content"].startswith("What is the relation")

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from .errors import UserError
 from .params import load_params
 
 PARAMS = click.option("--params", "params_file", default="params.yaml", show_default=True,
@@ -59,10 +60,12 @@ def base(params_file: str, out: str, metrics: str) -> None:
 @MODEL
 @click.option("--ift", multiple=True, type=click.Path(), help="IFT seed file(s); repeatable.")
 @click.option("--eft", multiple=True, type=click.Path(), help="EFT train file(s); repeatable.")
+@click.option("--self-instruct", "self_instruct_file", type=click.Path(),
+              help="The self-instruct stage's messages: extra IFT data when sft.self_instruct.")
 @_out("out", "Output checkpoint directory (M1).")
 @_out("metrics", "Metrics JSON.")
 @_out("plot", "Loss curve CSV (DVC plot).", required=False)
-def sft(params_file, model_dir, ift, eft, out, metrics, plot) -> None:
+def sft(params_file, model_dir, ift, eft, self_instruct_file, out, metrics, plot) -> None:
     """Supervised fine-tuning M0 -> M1 on seed IFT and EFT-train (params sft.*).
 
     EFT examples are rendered through the judge template, so M1 learns to judge; the loss
@@ -73,6 +76,11 @@ def sft(params_file, model_dir, ift, eft, out, metrics, plot) -> None:
     from .stages.sft import run_sft
 
     p = load_params(params_file)
+    if p.sft.self_instruct:
+        if not self_instruct_file:
+            raise UserError("sft.self_instruct is true: pass the self-instruct messages with "
+                            "--self-instruct FILE", field="sft.self_instruct")
+        ift = (*ift, self_instruct_file)
     maybe_relaunch(p.launch, cleanup=(out, metrics, plot))  # accelerate launch when launch.* ask
     run_sft(p.sft, model_dir, list(ift), list(eft), out, metrics, plot, p.base.dtype,
             judge_template(p.judge.template))
@@ -83,18 +91,55 @@ def sft(params_file, model_dir, ift, eft, out, metrics, plot) -> None:
 @MODEL
 @click.option("--seed-data", "seed_data", multiple=True, required=True, type=click.Path(),
               help="Seed IFT file(s) whose user prompts serve as few-shot examples.")
+@click.option("--self-instruct", "self_instruct_file", type=click.Path(),
+              help="The self-instruct stage's tasks: the prompt source when "
+                   "prompts.source=self_instruct.")
+@click.option("--iteration", default="1", show_default=True,
+              help="Iteration t: with prompts.source=self_instruct, takes the t-th block of "
+                   "prompts.count tasks.")
 @_out("out", "prompts.jsonl to write.")
 @_out("metrics", "Metrics JSON (kept/rejected per reason).")
-def prompts(params_file, model_dir, seed_data, out, metrics) -> None:
+def prompts(params_file, model_dir, seed_data, self_instruct_file, iteration, out,
+            metrics) -> None:
     """Generate new user prompts with M_t by few-shot prompting (params prompts.*, engine.*).
 
     Self-Instruct filters: ROUGE-L against the pool, keyword blacklist, word-count bounds,
     punctuation/non-ASCII start, exact duplicates. Stops at prompts.count or max_attempts.
+    With prompts.source=self_instruct the prompts come from --self-instruct instead.
     """
-    from .stages.prompts import run_prompts
+    from .stages.prompts import run_prompts, run_prompts_from_tasks
 
     p = load_params(params_file)
+    if p.prompts.source == "self_instruct":
+        run_prompts_from_tasks(p.prompts, self_instruct_file, iteration, out, metrics)
+        return
     run_prompts(model_dir, p.prompts, p.engine, list(seed_data), out, metrics)
+
+
+@main.command("self-instruct")
+@PARAMS
+@MODEL
+@click.option("--seed-tasks", "seed_tasks", multiple=True, type=click.Path(),
+              default=["data/seed/self_instruct_tasks.jsonl"], show_default=True,
+              help="Seed tasks in the Self-Instruct format (instruction, instances, "
+                   "is_classification); repeatable. The 175 official ones: see README.")
+@_out("out", "Tasks JSONL to write (Self-Instruct format).")
+@_out("messages", "SFT-ready JSONL to write (TRL messages, one row per instance).")
+@_out("metrics", "Metrics JSON (kept, rejected/dropped per reason).")
+@click.option("--if-enabled", is_flag=True,
+              help="Write empty outputs unless self_instruct.enabled (the DVC stage's switch).")
+def self_instruct(params_file, model_dir, seed_tasks, out, messages, metrics,
+                  if_enabled) -> None:
+    """SELF-INSTRUCT: grow tasks with instances from seed tasks (params self_instruct.*).
+
+    Instruction generation (6 seed + 2 generated shots), classification identification,
+    instance generation (output-first for classification), and the Self-Instruct filters.
+    """
+    from .stages.self_instruct import run_self_instruct
+
+    p = load_params(params_file)
+    run_self_instruct(model_dir, p.self_instruct, p.engine, list(seed_tasks), out, messages,
+                      metrics, if_enabled=if_enabled)
 
 
 @main.command()

@@ -71,6 +71,7 @@ class JudgeDataParams:
 
 @dataclass
 class SftParams(TrainParams):
+    self_instruct: bool = False  # also train on the self_instruct stage's messages (extra IFT)
     # How EFT examples are rendered: `score` = the completion is `Score: n`, the very position
     # the logprob judge reads; `justification` = reasons then `Score: n` (sample mode); `both`.
     eft_format: Literal["score", "justification", "both"] = "score"
@@ -120,6 +121,11 @@ class SamplingParams:
     max_new_tokens: int = 128
 
 
+# Self-Instruct's keyword filter: tasks a text-only model cannot do.
+BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map",
+             "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
+
+
 @dataclass
 class PromptsParams:
     count: int = 16
@@ -132,9 +138,31 @@ class PromptsParams:
     rouge_threshold: float = 0.7
     min_words: int = 3
     max_words: int = 150
-    blacklist: list[str] = field(default_factory=lambda: [
-        "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map",
-        "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"])
+    blacklist: list[str] = field(default_factory=lambda: list(BLACKLIST))
+    seed: int = 0
+    # generate: M_t writes the prompts; self_instruct: take them from the self_instruct stage
+    source: Literal["generate", "self_instruct"] = "generate"
+
+
+@dataclass
+class SelfInstructParams:
+    """SELF-INSTRUCT bootstrap of tasks with instances (stages/self_instruct.py)."""
+
+    enabled: bool = False  # the DVC stage does its work only when true
+    count: int = 16  # instructions to keep (step 1); tasks without valid instances drop later
+    max_attempts: int = 64  # instruction-generation calls at most
+    seed_shots: int = 6  # paper: 8 in-context instructions = 6 seed + 2 generated
+    generated_shots: int = 2
+    temperature: float = 0.7
+    top_p: float = 0.5
+    max_new_tokens: int = 256
+    instance_temperature: float = 0.0  # 0 = greedy instances, as in the paper
+    instance_max_new_tokens: int = 300
+    max_instances: int = 5
+    rouge_threshold: float = 0.7
+    min_words: int = 3
+    max_words: int = 150
+    blacklist: list[str] = field(default_factory=lambda: list(BLACKLIST))
     seed: int = 0
 
 
@@ -211,6 +239,7 @@ class Params:
     sft: SftParams = field(default_factory=SftParams)
     engine: EngineParams = field(default_factory=EngineParams)
     prompts: PromptsParams = field(default_factory=PromptsParams)
+    self_instruct: SelfInstructParams = field(default_factory=SelfInstructParams)
     responses: ResponsesParams = field(default_factory=ResponsesParams)
     judge: JudgeParams = field(default_factory=JudgeParams)
     pairs: PairsParams = field(default_factory=PairsParams)
@@ -398,6 +427,26 @@ def _check_ranges(p: Params, where: dict) -> None:
         if not 0 < getattr(getattr(p, stage), name) <= 1:
             bad(key, "must be in (0, 1]")
     _check_launch(p.launch, where)
+    _check_self_instruct(p, where)
+
+
+def _check_self_instruct(p: Params, where: dict) -> None:
+    def bad(key: str, msg: str) -> typing.NoReturn:
+        raise UserError(msg, file=where["file"], line=where["lines"].get(key), field=key)
+
+    si = p.self_instruct
+    for name in ("count", "max_attempts", "max_new_tokens", "instance_max_new_tokens",
+                 "max_instances"):
+        if getattr(si, name) <= 0:
+            bad(f"self_instruct.{name}", f"must be > 0, got {getattr(si, name)}")
+    if not 0 <= si.rouge_threshold <= 1:
+        bad("self_instruct.rouge_threshold", "must be in [0, 1]")
+    if not 0 < si.top_p <= 1:
+        bad("self_instruct.top_p", "must be in (0, 1]")
+    for key, used in (("sft.self_instruct", p.sft.self_instruct),
+                      ("prompts.source", p.prompts.source == "self_instruct")):
+        if used and not si.enabled:
+            bad(key, "uses the self_instruct stage's output, but self_instruct.enabled is false")
 
 
 def _check_launch(p: LaunchParams, where: dict) -> None:
