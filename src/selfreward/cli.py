@@ -250,5 +250,34 @@ def report(metrics_dir, out, plots_dir) -> None:
     click.echo(str(run_report(metrics_dir, out, plots_dir)))
 
 
+@main.command()
+@PARAMS
+@MODEL
+@click.option("--prompts", "prompts_file", type=click.Path(),
+              help="IFEval prompts JSONL (default: params ifeval.prompts).")
+@_out("answers", "Answers JSONL with per-instruction verdicts.")
+@_out("metrics", "Metrics JSON (accuracies, 95 % intervals, per instruction type).")
+def ifeval(params_file, model_dir, prompts_file, answers, metrics) -> None:
+    """IFEval: greedy answers (ifeval.max_new_tokens, engine.*) scored by the official checkers.
+
+    Prompt- and instruction-level accuracy, strict and loose, with bootstrap 95 % intervals
+    (ifeval.bootstrap), and accuracy per instruction type. Checkers: lm-eval's ifeval task code.
+    """
+    from .stages.ifeval import run_ifeval
+
+    p = load_params(params_file)
+    run_ifeval(model_dir, p, prompts_file, answers, metrics)
+
+
+@main.command("ifeval-data")
+@_out("out", "input_data.jsonl to write (the official 541 prompts).")
+@click.option("--revision", help="Dataset revision (commit) on the hub.")
+def ifeval_data(out, revision) -> None:
+    """Download the official IFEval prompts (google/IFEval; needs the Hugging Face hub)."""
+    from .stages.ifeval import download_official
+
+    click.echo(f"{download_official(out, revision)} prompts -> {out}")
+
+
 if __name__ == "__main__":
     main()
