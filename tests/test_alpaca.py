@@ -185,3 +185,24 @@ def test_annotator_command_has_no_secret(monkeypatch, tmp_path):
     cmd = annotator_command(p, "mo.json", "ref.json", str(tmp_path))
     assert SECRET not in " ".join(cmd)
     assert cmd[cmd.index("--annotators_config") + 1] == "weighted_alpaca_eval_gpt4_turbo"
+
+
+def test_alpaca_data_copies_the_hub_files(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(repo_id, filename, repo_type, revision):
+        calls.append((repo_id, filename, repo_type, revision))
+        path = tmp_path / "hub" / filename
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps([{"instruction": "Say hi.", "output": "Hi!",
+                                     "generator": "gpt4_1106_preview", "dataset": "koala"}]))
+        return str(path)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    res = CliRunner().invoke(main, ["alpaca-data", "--out-dir", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    assert [c[:3] for c in calls] == [
+        ("tatsu-lab/alpaca_eval", "alpaca_eval.json", "dataset"),
+        ("tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline.json", "dataset")]
+    rows = load_alpaca_rows(tmp_path / "data" / "alpaca_eval.json")
+    assert rows[0]["instruction"] == "Say hi."
