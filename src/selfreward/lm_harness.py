@@ -75,6 +75,7 @@ def run_lm_eval(model_dir: str, p: LmEvalParams, engine: EngineParams, out_dir: 
     log.info("lm-eval: %s", " ".join(cmd))
     done = subprocess.run(cmd, env=env, check=False)
     if done.returncode != 0:
+        remove_outputs(out_dir)
         raise UserError(f"lm_eval failed (exit {done.returncode}); its output is above")
     found = sorted(Path(out_dir).rglob("results_*.json"))
     if not found:
