@@ -72,7 +72,7 @@ def model_outputs(rows: list[dict], answers: list[str], generator: str) -> list[
 
 def run_alpaca_outputs(model_dir: str, params: Params, prompts_path: str | None,
                        out_path: str | Path, generator: str | None = None) -> int:
-    """Greedy answers of `model_dir` to the AlpacaEval instructions, written as model_outputs.json."""
+    """Greedy answers of `model_dir` to the AlpacaEval instructions, as model_outputs.json."""
     p = params.alpaca_eval
     rows = load_alpaca_rows(prompts_path or p.prompts)
     if p.max_prompts:

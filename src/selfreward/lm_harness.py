@@ -56,7 +56,7 @@ def task_scores(results: dict) -> dict[str, dict[str, float]]:
         scores = {}
         for key, value in values.items():
             metric, _, filt = key.partition(",")
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and metric != "alias":
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 scores[metric if filt in ("", "none") else f"{metric}_{filt}"] = round(value, 4)
         out[task] = scores
     return out
