@@ -312,5 +312,107 @@ def report(metrics_dir, out, plots_dir) -> None:
     click.echo(str(run_report(metrics_dir, out, plots_dir)))
 
 
+@main.command()
+@PARAMS
+@MODEL
+@click.option("--prompts", "prompts_file", type=click.Path(),
+              help="IFEval prompts JSONL (default: params ifeval.prompts).")
+@_out("answers", "Answers JSONL with per-instruction verdicts.")
+@_out("metrics", "Metrics JSON (accuracies, 95 % intervals, per instruction type).")
+def ifeval(params_file, model_dir, prompts_file, answers, metrics) -> None:
+    """IFEval: greedy answers (ifeval.max_new_tokens, engine.*) scored by the official checkers.
+
+    Prompt- and instruction-level accuracy, strict and loose, with bootstrap 95 % intervals
+    (ifeval.bootstrap), and accuracy per instruction type. Checkers: lm-eval's ifeval task code.
+    """
+    from .stages.ifeval import run_ifeval
+
+    p = load_params(params_file)
+    run_ifeval(model_dir, p, prompts_file, answers, metrics)
+
+
+@main.command("ifeval-data")
+@_out("out", "input_data.jsonl to write (the official 541 prompts).")
+@click.option("--revision", help="Dataset revision (commit) on the hub.")
+def ifeval_data(out, revision) -> None:
+    """Download the official IFEval prompts (google/IFEval; needs the Hugging Face hub)."""
+    from .stages.ifeval import download_official
+
+    click.echo(f"{download_official(out, revision)} prompts -> {out}")
+
+
+@main.command("alpaca-outputs")
+@PARAMS
+@MODEL
+@click.option("--prompts", "prompts_file", type=click.Path(),
+              help="AlpacaEval instructions, JSON list or JSONL (default: alpaca_eval.prompts).")
+@click.option("--generator", help="Generator name in the file (default: selfreward-<model dir>).")
+@_out("out", "model_outputs.json to write.")
+def alpaca_outputs(params_file, model_dir, prompts_file, generator, out) -> None:
+    """AlpacaEval 2.0: greedy answers to the 805 instructions as alpaca_eval's model_outputs.json.
+
+    Fields instruction, output, generator, dataset; answers up to alpaca_eval.max_new_tokens
+    (engine.*). Evaluate with `selfreward alpaca-eval` or alpaca_eval itself.
+    """
+    from .alpaca import run_alpaca_outputs
+
+    p = load_params(params_file)
+    click.echo(f"{run_alpaca_outputs(model_dir, p, prompts_file, out, generator)} outputs -> {out}")
+
+
+@main.command("alpaca-data")
+@click.option("--out-dir", default="data/alpaca_eval", show_default=True, type=click.Path(),
+              help="Directory for alpaca_eval.json and alpaca_eval_gpt4_baseline.json.")
+@click.option("--revision", help="Dataset revision (commit) on the hub.")
+def alpaca_data(out_dir, revision) -> None:
+    """Download the AlpacaEval instructions and GPT-4 Turbo reference outputs (needs the hub)."""
+    from .alpaca import download_alpaca_data
+
+    for path in download_alpaca_data(out_dir, revision):
+        click.echo(str(path))
+
+
+@main.command("alpaca-eval")
+@PARAMS
+@click.option("--model-outputs", required=True, type=click.Path(), help="model_outputs.json.")
+@click.option("--reference", type=click.Path(),
+              help="Reference outputs (default: alpaca_eval.reference, GPT-4 Turbo).")
+@_out("out", "Directory for alpaca_eval's annotations and leaderboard.")
+@_out("metrics", "Metrics JSON (win rate, LC win rate, the paper's figure).")
+def alpaca_eval(params_file, model_outputs, reference, out, metrics) -> None:
+    """Run alpaca_eval's annotator (alpaca_eval.annotator; default: length-controlled GPT-4 Turbo).
+
+    Needs the API key in the environment variable named by alpaca_eval.api_key_env (passed to
+    alpaca_eval through its environment only); alpaca_eval.base_url points it at any
+    OpenAI-compatible server. Records win rate and LC win rate next to the paper's win rate.
+    """
+    import json
+
+    from .alpaca import run_alpaca_annotate
+
+    p = load_params(params_file)
+    click.echo(json.dumps(run_alpaca_annotate(p, model_outputs, reference, out, metrics),
+                          indent=2))
+
+
+@main.command("lm-eval")
+@PARAMS
+@MODEL
+@_out("out", "Directory for lm_eval's results and samples.")
+@_out("metrics", "Metrics JSON: {task: {metric: value}}.")
+def lm_eval(params_file, model_dir, out, metrics) -> None:
+    """Run EleutherAI's lm-evaluation-harness on a checkpoint (params lm_eval.*, engine.*).
+
+    lm_eval.backend vllm (GPU) or hf; lm_eval.tasks default: ifeval, arc_easy, arc_challenge,
+    hellaswag, mmlu. Needs the tasks' datasets from the hub (or its cache).
+    """
+    import json
+
+    from .lm_harness import run_lm_eval
+
+    p = load_params(params_file)
+    click.echo(json.dumps(run_lm_eval(model_dir, p.lm_eval, p.engine, out, metrics), indent=2))
+
+
 if __name__ == "__main__":
     main()

@@ -216,6 +216,44 @@ class EvalParams:
 
 
 @dataclass
+class IfevalParams:
+    """IFEval stages (docs/evaluation.md): greedy answers scored by the official checkers."""
+
+    prompts: str = "data/seed/ifeval_prompts.jsonl"  # team's set; or the official input_data.jsonl
+    max_prompts: int = 0  # seeded subset (0 = all)
+    max_new_tokens: int = 128
+    bootstrap: int = 1000  # resamples for the 95 % intervals (0 = none)
+    seed: int = 0
+
+
+@dataclass
+class AlpacaEvalParams:
+    """AlpacaEval 2.0 (pipelines/benchmarks/dvc.yaml): model_outputs.json and the annotator."""
+
+    prompts: str = "data/alpaca_eval/alpaca_eval.json"  # the 805 instructions (JSON list/JSONL)
+    reference: str = "data/alpaca_eval/alpaca_eval_gpt4_baseline.json"  # GPT-4 Turbo outputs
+    max_prompts: int = 0  # first N prompts (0 = all 805)
+    max_new_tokens: int = 2048
+    annotator: str = "weighted_alpaca_eval_gpt4_turbo"  # length-controlled AlpacaEval 2.0
+    api_key_env: str = "OPENAI_API_KEY"  # NAME of the env variable with the annotator's key
+    base_url: str | None = None  # OpenAI-compatible base URL (null = OpenAI)
+
+
+@dataclass
+class LmEvalParams:
+    """`selfreward lm-eval` (pipelines/benchmarks/dvc.yaml): EleutherAI's harness on models/mN."""
+
+    tasks: list[str] = field(default_factory=lambda: [
+        "ifeval", "arc_easy", "arc_challenge", "hellaswag", "mmlu"])
+    backend: Literal["vllm", "hf"] = "hf"  # vllm in the GPU profile
+    batch_size: str = "auto"
+    limit: int = 0  # examples per task (0 = all)
+    apply_chat_template: bool = True
+    model_args: str = ""  # extra lm_eval --model_args, e.g. "gpu_memory_utilization=0.8"
+    seed: int = 0
+
+
+@dataclass
 class LaunchParams:
     """How `sft` and `dpo` run: in-process, or through `accelerate launch` (selfreward/launch.py)."""
 
@@ -246,6 +284,9 @@ class Params:
     dpo: DpoParams = field(default_factory=DpoParams)
     eval: EvalParams = field(default_factory=EvalParams)
     launch: LaunchParams = field(default_factory=LaunchParams)
+    ifeval: IfevalParams = field(default_factory=IfevalParams)
+    alpaca_eval: AlpacaEvalParams = field(default_factory=AlpacaEvalParams)
+    lm_eval: LmEvalParams = field(default_factory=LmEvalParams)
     iterations: dict[str, IterationSpec] = field(default_factory=dict)
     # Sections owned by other modules (none at present) are validated by them.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -422,6 +463,16 @@ def _check_ranges(p: Params, where: dict) -> None:
         bad("eval.max_prompts", "must be >= 0 (0 = all eval prompts)")
     if p.eval.endpoint_retries < 0:
         bad("eval.endpoint_retries", "must be >= 0")
+    for key, value in (("ifeval.max_new_tokens", p.ifeval.max_new_tokens),
+                       ("alpaca_eval.max_new_tokens", p.alpaca_eval.max_new_tokens)):
+        if value <= 0:
+            bad(key, f"must be > 0, got {value}")
+    for key, value in (("ifeval.max_prompts", p.ifeval.max_prompts),
+                       ("ifeval.bootstrap", p.ifeval.bootstrap),
+                       ("alpaca_eval.max_prompts", p.alpaca_eval.max_prompts),
+                       ("lm_eval.limit", p.lm_eval.limit)):
+        if value < 0:
+            bad(key, f"must be >= 0, got {value}")
     for key in ("prompts.top_p", "responses.top_p", "judge.top_p", "eval.top_p"):
         stage, name = key.split(".")
         if not 0 < getattr(getattr(p, stage), name) <= 1:

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from .io import atomic_file, write_csv
+from .report_benchmarks import benchmarks_section
 from .report_charts import CHARTS, draw_charts
 
 log = logging.getLogger(__name__)
@@ -333,9 +334,10 @@ def run_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | Pa
               ([_csv_value(r[c]) for c in ITERATION_COLUMNS] for r in its))
     write_csv(plots / "models.csv", MODEL_COLUMNS,
               ([_csv_value(r[c]) for c in MODEL_COLUMNS] for r in models))
+    benchmarks = benchmarks_section(metrics_dir, out, plots)  # IFEval, AlpacaEval, lm-eval
     summary = out / "summary.md"
     with atomic_file(summary) as fh:
-        fh.write(render_markdown(sft, its, models, charts))
+        fh.write(render_markdown(sft, its, models, charts) + benchmarks)
     for note in warnings(sft, its):
         log.warning("report: %s", note)
     log.info("report: %d iteration(s), %d model(s), charts %s -> %s", len(its), len(models),
