@@ -193,6 +193,10 @@ class PairsParams:
     min_margin: float = 0.1
     length_tolerance: float = 0.0  # >0: among candidates within this of the top score, pick the shortest
     min_valid: int = 2
+    # Among answers with equal top or equal lowest scores: random (seeded by `seed`), shortest or
+    # longest. A fixed length rule puts a length bias into the DPO data.
+    tie_break: Literal["random", "shortest", "longest"] = "random"
+    seed: int = 0
 
 
 @dataclass
@@ -206,6 +210,9 @@ class EvalParams:
     seed: int = 0
     judge: str = "models/m1"  # fixed local pairwise judge (ignored when judge_endpoint is set)
     pairwise_mode: Literal["logprob", "generate"] = "logprob"  # local judge: P("1") vs P("2")
+    # The pairwise prompt: a text file with {prompt}, {response_1} and {response_2} (a DVC
+    # dependency of `evaluate`); null = the packaged templates/pairwise_judge.txt.
+    pairwise_template: str | None = None
     judge_max_new_tokens: int = 160  # generate mode and endpoint: room for reasons + "Winner: n"
     judge_endpoint: str | None = None  # OpenAI-compatible base URL, e.g. https://api.openai.com/v1
     endpoint_model: str = "gpt-4o"

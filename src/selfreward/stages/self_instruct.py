@@ -21,18 +21,22 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ..engines import Engine, Sampling
+from ..engines import Engine, Sampling, engine_key, open_engine
 from ..errors import UserError
 from ..filters import INSTANCE_DROPS, INSTRUCTION_REJECTIONS, InstructionFilter, filter_instances
 from ..io import remove_outputs, write_json, write_jsonl
 from ..params import EngineParams, SelfInstructParams
-from ..prompting import template
 from ..seed import SeedTask, load_seed_tasks, task_prompt
-from ..shards import ShardStore, fingerprint, finish, model_fingerprint, run_sharded
+from ..shards import ShardStore, finish, item_seed, model_fingerprint, run_sharded, shard_key
+from ..templates import fill, template
 
 log = logging.getLogger(__name__)
 
 CLASSIFY_MAX_NEW_TOKENS = 4  # "Yes" / "No"
+# Instance generation: output-first for classification tasks, input-first otherwise.
+INSTANCE_TEMPLATES = {True: "self_instruct_instances_output_first",
+                      False: "self_instruct_instances_input_first"}
+TEMPLATES = ("self_instruct_generate", "self_instruct_classify", *INSTANCE_TEMPLATES.values())
 # Params that decide what the stage writes (not `enabled`: that only says whether it runs).
 _OUTPUT_PARAMS = tuple(f.name for f in dataclasses.fields(SelfInstructParams)
                        if f.name != "enabled")
@@ -51,23 +55,21 @@ _LABEL = re.compile(r"^[ \t]*Class[ \t]*label[ \t]*:", re.IGNORECASE | re.MULTIL
 def generation_messages(instructions: list[str]) -> list[dict]:
     """Step 1: a numbered list of instructions the model is asked to continue."""
     listed = "\n".join(f"{i}. {text.strip()}" for i, text in enumerate(instructions, start=1))
-    text = (template("self_instruct_generate").replace("{examples}", listed)
-            .replace("{next}", str(len(instructions) + 1)))
+    text = fill(template("self_instruct_generate"), examples=listed,
+                next=str(len(instructions) + 1))
     return [{"role": "user", "content": text}]
 
 
 def classify_messages(instruction: str) -> list[dict]:
     """Step 2: the few-shot question 'is this a classification task?'."""
-    text = template("self_instruct_classify").replace("{instruction}", instruction.strip())
+    text = fill(template("self_instruct_classify"), instruction=instruction.strip())
     return [{"role": "user", "content": text}]
 
 
 def instance_messages(instruction: str, is_classification: bool) -> list[dict]:
     """Step 3: output-first for classification tasks, input-first otherwise."""
-    name = ("self_instruct_instances_output_first" if is_classification
-            else "self_instruct_instances_input_first")
-    return [{"role": "user", "content": template(name).replace("{instruction}",
-                                                                instruction.strip())}]
+    text = fill(template(INSTANCE_TEMPLATES[is_classification]), instruction=instruction.strip())
+    return [{"role": "user", "content": text}]
 
 
 def parse_instructions(reply: str) -> list[str]:
@@ -143,7 +145,7 @@ def generate_instructions(engine: Engine, p: SelfInstructParams, seeds: list[tup
     resumed run repeats the same decisions.
     """
     filt = InstructionFilter(p, [text for _, text in seeds])
-    store = ShardStore(output, key)
+    store = ShardStore(output, key, layout=round_size)
     kept: list[dict] = []
     reasons: Counter = Counter()
     attempts = candidates = 0
@@ -151,7 +153,7 @@ def generate_instructions(engine: Engine, p: SelfInstructParams, seeds: list[tup
         if len(kept) >= p.count:
             break
         size = min(round_size, p.max_attempts - attempts)
-        rng = random.Random(p.seed * 100_003 + r)
+        rng = random.Random(item_seed(p.seed, r))
         generated = [(row["id"], row["instruction"]) for row in kept]
         plans = [_shots(rng, seeds, generated, p) for _ in range(size)]
         raws = store.load(r, expected=len(plans))
@@ -159,7 +161,7 @@ def generate_instructions(engine: Engine, p: SelfInstructParams, seeds: list[tup
             chats = [generation_messages([text for _, text in shots]) for shots in plans]
             outs = engine.generate(chats, Sampling(n=1, temperature=p.temperature, top_p=p.top_p,
                                                    max_new_tokens=p.max_new_tokens,
-                                                   seed=p.seed * 100_003 + r))
+                                                   seed=item_seed(p.seed, r)))
             raws = [{"raw": o[0], "shots": [sid for sid, _ in shots]}
                     for o, shots in zip(outs, plans)]
             store.save(r, raws)
@@ -187,14 +189,15 @@ def generate_instructions(engine: Engine, p: SelfInstructParams, seeds: list[tup
 def classify_instructions(engine: Engine, p: SelfInstructParams, items: list[dict],
                           output: str | Path, key: str, shard_size: int) -> tuple[list, dict]:
     """Step 2: True/False per item (an unparseable answer counts as not classification)."""
-    def work(chunk: list[dict], index: int) -> list[dict]:
+    def classify_shard(chunk: list[dict], index: int) -> list[dict]:
         outs = engine.generate([classify_messages(it["instruction"]) for it in chunk],
                                Sampling(n=1, temperature=0.0,
                                         max_new_tokens=CLASSIFY_MAX_NEW_TOKENS,
-                                        seed=p.seed * 100_003 + index))
+                                        seed=item_seed(p.seed, index)))
         return [{"id": it["id"], "raw": o[0]} for it, o in zip(chunk, outs)]
 
-    rows, shards = run_sharded(items, output, key, shard_size, work, "self-instruct classify",
+    rows, shards = run_sharded(items, output, key, shard_size, classify_shard,
+                               "self-instruct classify",
                                engine.stats)
     answers = [parse_classification(row["raw"]) for row in rows]
     return [a is True for a in answers], {
@@ -206,15 +209,16 @@ def classify_instructions(engine: Engine, p: SelfInstructParams, items: list[dic
 def generate_instances(engine: Engine, p: SelfInstructParams, items: list[dict],
                        output: str | Path, key: str, shard_size: int) -> tuple[list[str], dict]:
     """Step 3: one raw reply per item (items carry `instruction` and `is_classification`)."""
-    def work(chunk: list[dict], index: int) -> list[dict]:
+    def instance_shard(chunk: list[dict], index: int) -> list[dict]:
         chats = [instance_messages(it["instruction"], it["is_classification"]) for it in chunk]
         outs = engine.generate(chats, Sampling(n=1, temperature=p.instance_temperature,
                                                top_p=p.top_p,
                                                max_new_tokens=p.instance_max_new_tokens,
-                                               seed=p.seed * 100_003 + index))
+                                               seed=item_seed(p.seed, index)))
         return [{"id": it["id"], "raw": o[0]} for it, o in zip(chunk, outs)]
 
-    rows, shards = run_sharded(items, output, key, shard_size, work, "self-instruct instances",
+    rows, shards = run_sharded(items, output, key, shard_size, instance_shard,
+                               "self-instruct instances",
                                engine.stats)
     return [row["raw"] for row in rows], {"instance_shards_resumed": shards["shards_resumed"]}
 
@@ -264,7 +268,7 @@ def self_instruct(engine: Engine, p: SelfInstructParams, seeds: list[SeedTask],
     return tasks, {**metrics, **cls_metrics, **inst_metrics, **task_metrics}
 
 
-def run_self_instruct(model_dir: str, p: SelfInstructParams, ep: EngineParams,
+def run_self_instruct(model_dir: str, p: SelfInstructParams, engine_params: EngineParams,
                       seed_paths: list[str], out_tasks: str | Path, out_messages: str | Path,
                       metrics_path: str | Path, if_enabled: bool = False) -> dict:
     """Stage entry: seed tasks in; tasks, messages and metrics out.
@@ -279,20 +283,17 @@ def run_self_instruct(model_dir: str, p: SelfInstructParams, ep: EngineParams,
         write_jsonl(out_messages, [])
         write_json(metrics_path, {"enabled": False})
         return {"enabled": False}
-    from ..engines import engine_key, make_engine
-
     seeds = [task for path in seed_paths for task in load_seed_tasks(path)]
     if len(seeds) < p.seed_shots:
         raise UserError(f"only {len(seeds)} seed tasks; self_instruct.seed_shots is "
                         f"{p.seed_shots}", field="self_instruct.seed_shots")
-    settings = {name: getattr(p, name) for name in _OUTPUT_PARAMS}
-    key = fingerprint(settings, engine_key(ep), model_fingerprint(model_dir),
-                      [dataclasses.astuple(t) for t in seeds])
-    engine = make_engine(model_dir, ep, seed=p.seed)
-    try:
-        tasks, metrics = self_instruct(engine, p, seeds, out_tasks, key, ep.shard_size)
-    finally:
-        engine.close()
+    key = shard_key(params={name: getattr(p, name) for name in _OUTPUT_PARAMS},
+                    templates=[template(name) for name in TEMPLATES],
+                    inputs=[dataclasses.astuple(t) for t in seeds],
+                    model=model_fingerprint(model_dir), engine=engine_key(engine_params))
+    with open_engine(model_dir, engine_params, seed=p.seed) as engine:
+        tasks, metrics = self_instruct(engine, p, seeds, out_tasks, key,
+                                       engine_params.shard_size)
     metrics = {"enabled": True, "seed_tasks": len(seeds), **metrics, "engine": engine.name,
                **{f"engine_{k}": v for k, v in engine.stats.as_dict().items()}}
     log.info("self-instruct: kept %d tasks (%d instances) from %d instructions; %s",
