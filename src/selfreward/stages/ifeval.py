@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..ifeval import aggregate, load_ifeval_prompts, score_response
 from ..io import remove_outputs, write_json, write_jsonl
 from ..params import Params
-from .evaluate import select_prompts
+from .eval_answers import select_prompts
 
 log = logging.getLogger(__name__)
 
