@@ -29,9 +29,9 @@ from selfreward.stages.eval_judge import eft_relevance_items, relevance_metrics
 
 def test_wilson_interval_known_values():
     # Wilson 95 % intervals, computed by hand from the closed form
-    assert wilson_interval(0, 10) == (0.0, 0.2775)
-    assert wilson_interval(10, 10) == (0.7225, 1.0)
-    assert wilson_interval(45, 50) == (0.7864, 0.9565)
+    assert wilson_interval(0, 10) == [0.0, 0.2775]
+    assert wilson_interval(10, 10) == [0.7225, 1.0]
+    assert wilson_interval(45, 50) == [0.7864, 0.9565]
     assert wilson_interval(0, 0) is None
 
 
@@ -40,10 +40,10 @@ def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
     xs = [rng.gauss(1.0, 1.0) for _ in range(200)]
     lo, hi = bootstrap_ci(xs, seed=3)
     assert lo < statistics.fmean(xs) < hi
-    assert (lo, hi) == bootstrap_ci(xs, seed=3)
+    assert [lo, hi] == bootstrap_ci(xs, seed=3)
     # the interval of a mean of 200 N(1, 1) draws is about +-1.96/sqrt(200) = +-0.14 wide
     assert 0.2 < hi - lo < 0.35
-    assert bootstrap_ci([2.0] * 5) == (2.0, 2.0) and bootstrap_ci([]) is None
+    assert bootstrap_ci([2.0] * 5) == [2.0, 2.0] and bootstrap_ci([]) is None
 
 
 def test_paired_gain_hand_made():
@@ -105,20 +105,23 @@ def test_score_spread_and_grouped_ci():
     assert s["bins_used"] == 1 and s["hist_3"] == 3 and s["std"] == pytest.approx(0.0816, 1e-3)
     human, groups = [5, 3, 1, 4, 2, 0], ["a"] * 3 + ["b"] * 3
     perfect = grouped_accuracy_ci([h / 2 for h in human], human, groups)
-    assert perfect == (1.0, 1.0)
+    assert perfect == [1.0, 1.0]
     half = grouped_accuracy_ci([1, 2, 3, 3, 2, 1], human, groups)  # a: all wrong, b: all right
     assert half[0] == 0.0 and half[1] == 1.0
     assert mean_with_ci([1.0, None, 3.0])["n"] == 2
 
 
 def test_win_rate_ci_and_position_bias():
-    assert win_rate_ci(["win"] * 8) == (1.0, 1.0)
+    assert win_rate_ci(["win"] * 8) == [1.0, 1.0]
     lo, hi = win_rate_ci(["win", "tie", "loss", "tie"] * 10)
     assert lo < 0.5 < hi
     assert position_bias(1.0, 32)["biased"] is True
     assert position_bias(0.55, 32)["biased"] is False
     assert position_bias(0.1, 20)["biased"] is True
     assert position_bias(None, 0)["biased"] is None
+    # first-slot rate 0.4 looks fine, but the verdict follows the slot in 95 % of the pairs
+    assert position_bias(0.4, 100, flip_rate=0.95)["biased"] is True
+    assert position_bias(0.4, 100, flip_rate=0.3)["biased"] is False
 
 
 def _write(root, rel, obj):
@@ -160,7 +163,7 @@ def test_report_flags_position_bias_and_unmoved_checkpoints(tmp_path):
     assert "## Warnings" in md
     assert "SFT (M0 → M1): the saved checkpoint is nearly identical" in md
     assert "Iteration 1: not one greedy answer changed" in md
-    assert "the head-to-head judge is position-biased (first-slot rate 1.000)" in md
+    assert "the head-to-head judge is position-biased (first-slot rate 1.000" in md
     assert "1.000 (biased)" in md
     assert "| 1 (M1 → M2) | 90.0 | 0.0 | +0.250 [+0.050, +0.410] | -0.100 [-0.300, +0.100] |" in md
     assert "| M0 (`models/m0`) | 65.0 [50.0, 90.0] | 0.600 |" in md

@@ -115,3 +115,24 @@ def test_judge_data_params_validated(tmp_path):
     params.write_text("sft:\n  eft_format: essay\n")
     with pytest.raises(UserError, match="sft.eft_format"):
         load_params(params)
+
+
+def test_grouped_order_keeps_groups_together_and_reshuffles_per_epoch():
+    from selfreward.training.sft_data import grouped_order
+
+    ift = load_ift(IFT)[:6]
+    eft = load_eft(EFT)[:8]  # two EFT groups of four
+    p = JudgeDataParams(mismatched=5, empty=2)
+    examples = (eft_examples(eft, "score") + synthetic_judge_examples(ift, p))
+    order = grouped_order(examples, 2, seed=0)
+    assert len(order) == 2 * len(examples)
+    first, second = order[:len(examples)], order[len(examples):]
+    assert sorted(map(id, first)) == sorted(map(id, examples))  # each epoch: every example once
+    assert [ex.group for ex in first] != [ex.group for ex in second]  # reshuffled
+    for epoch in (first, second):
+        runs = [ex.group for ex in epoch]
+        # each group is one contiguous run
+        starts = [g for k, g in enumerate(runs) if k == 0 or runs[k - 1] != g]
+        assert len(starts) == len(set(runs)) == 2 + 7
+    assert grouped_order(examples, 2, seed=0) == order  # seeded
+    assert len(grouped_order(examples, 0.5, seed=0)) == round(len(examples) / 2)

@@ -210,20 +210,21 @@ def length_stats(words: Sequence[int], tokens: Sequence[int]) -> dict:
 CI_LEVEL = 0.95
 BOOTSTRAP_SAMPLES = 2000
 POSITION_BIAS_MARGIN = 0.2  # a first-slot rate outside 0.5 +- this is reported as position bias
+MAX_FLIP_RATE = 0.8  # verdicts that follow the slot, not the answer, in more pairs than this
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
     """95 % Wilson score interval of a proportion (well-behaved at 0 and 1 and for small n)."""
     if n <= 0:
         return None
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
 def bootstrap_ci(values: Sequence[float], seed: int = 0, samples: int = BOOTSTRAP_SAMPLES,
-                 stat=statistics.fmean) -> tuple[float, float] | None:
+                 stat=statistics.fmean) -> list[float] | None:
     """Percentile bootstrap 95 % interval of `stat` over `values` (resampled with replacement)."""
     values = list(values)
     if not values:
@@ -233,7 +234,7 @@ def bootstrap_ci(values: Sequence[float], seed: int = 0, samples: int = BOOTSTRA
     boots = sorted(stat([values[rng.randrange(n)] for _ in range(n)]) for _ in range(samples))
     lo = boots[int((1 - CI_LEVEL) / 2 * samples)]
     hi = boots[min(samples - 1, int((1 + CI_LEVEL) / 2 * samples))]
-    return round(lo, 4), round(hi, 4)
+    return [round(lo, 4), round(hi, 4)]
 
 
 def paired_gain(before: Sequence[float | None], after: Sequence[float | None],
@@ -262,20 +263,27 @@ def mean_with_ci(values: Sequence[float | None], seed: int = 0) -> dict:
             "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None}
 
 
-def win_rate_ci(outcomes: Sequence[str], seed: int = 0) -> tuple[float, float] | None:
+def win_rate_ci(outcomes: Sequence[str], seed: int = 0) -> list[float] | None:
     """Bootstrap 95 % interval of the win rate (wins + half the ties) over prompts."""
     points = [{"win": 1.0, "tie": 0.5, "loss": 0.0}[o] for o in outcomes]
     return bootstrap_ci(points, seed)
 
 
-def position_bias(first_slot_rate: float | None, verdicts: int) -> dict:
-    """Whether a pairwise judge picks a slot rather than an answer: first-slot rate with its
-    Wilson interval, flagged when it lies outside 0.5 +- POSITION_BIAS_MARGIN."""
+def position_bias(first_slot_rate: float | None, verdicts: int,
+                  flip_rate: float | None = None) -> dict:
+    """Whether a pairwise judge picks a slot rather than an answer.
+
+    Two symptoms: the first-slot rate (with its Wilson interval) lies outside 0.5 +-
+    POSITION_BIAS_MARGIN, or the flip rate (share of pairs whose verdict follows the slot when
+    the order is swapped: a content-blind judge scores 1.0, a coin 0.5) exceeds MAX_FLIP_RATE.
+    """
     if first_slot_rate is None or verdicts <= 0:
-        return {"first_slot_rate": None, "ci": None, "biased": None}
+        return {"first_slot_rate": None, "ci": None, "flip_rate": flip_rate, "biased": None}
     ci = wilson_interval(round(first_slot_rate * verdicts), verdicts)
-    return {"first_slot_rate": first_slot_rate, "ci": ci,
-            "biased": abs(first_slot_rate - 0.5) > POSITION_BIAS_MARGIN}
+    biased = abs(first_slot_rate - 0.5) > POSITION_BIAS_MARGIN or (
+        flip_rate is not None and flip_rate > MAX_FLIP_RATE)
+    return {"first_slot_rate": first_slot_rate, "ci": ci, "flip_rate": flip_rate,
+            "biased": biased}
 
 
 def answers_changed(before: dict[str, str], after: dict[str, str]) -> dict:
@@ -321,7 +329,7 @@ def relevance_items(prompts: Sequence[str], answers: Sequence[str], seed: int = 
 
 def grouped_accuracy_ci(model: Sequence[Score], human: Sequence[float], groups: Sequence[str],
                         seed: int = 0, samples: int = BOOTSTRAP_SAMPLES
-                        ) -> tuple[float, float] | None:
+                        ) -> list[float] | None:
     """Bootstrap 95 % interval of pairwise accuracy, resampling whole groups (pairs within a
     group share a prompt and are not independent)."""
     by_group: dict[str, list[int]] = defaultdict(list)
@@ -342,5 +350,5 @@ def grouped_accuracy_ci(model: Sequence[Score], human: Sequence[float], groups: 
         draw = [per_group[rng.randrange(k)] for _ in range(k)]
         boots.append(sum(a for a, _ in draw) / sum(n for _, n in draw))
     boots.sort()
-    return (round(boots[int((1 - CI_LEVEL) / 2 * samples)], 4),
-            round(boots[min(samples - 1, int((1 + CI_LEVEL) / 2 * samples))], 4))
+    return [round(boots[int((1 - CI_LEVEL) / 2 * samples)], 4),
+            round(boots[min(samples - 1, int((1 + CI_LEVEL) / 2 * samples))], 4)]

@@ -80,6 +80,10 @@ class SftParams(TrainParams):
     # each example's mean, then the mean over examples (a judge turn's one digit counts as much
     # as a 100-token answer). training/completion_loss.py.
     loss_normalization: Literal["token", "example"] = "token"
+    # random = TRL's shuffled examples; grouped = whole groups shuffled per epoch and kept
+    # together in batches (an EFT prompt's answers, each judge turn with its twin): contrast
+    # inside a batch is what teaches a small judge relevance (training/sft_data.py).
+    batching: Literal["random", "grouped"] = "random"
 
 
 @dataclass
@@ -106,7 +110,8 @@ class DpoParams(TrainParams):
 class EngineParams:
     name: Literal["auto", "hf", "vllm"] = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    batch_size: int = 16  # HF engine: sequences per forward pass
+    batch_size: int = 16  # HF engine: sequences per batch when generating
+    score_batch_size: int = 16  # HF engine: sequences per forward pass when scoring (judge)
     max_model_len: int = 2048
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.85
@@ -433,6 +438,7 @@ def _check_ranges(p: Params, where: dict) -> None:
         "prompts.count": p.prompts.count, "prompts.max_attempts": p.prompts.max_attempts,
         "responses.n": p.responses.n, "judge.samples": p.judge.samples,
         "engine.batch_size": p.engine.batch_size, "engine.shard_size": p.engine.shard_size,
+        "engine.score_batch_size": p.engine.score_batch_size,
         "sft.batch_size": p.sft.batch_size, "dpo.batch_size": p.dpo.batch_size,
         "sft.max_length": p.sft.max_length, "dpo.max_length": p.dpo.max_length,
         "dpo.beta": p.dpo.beta, "prompts.max_new_tokens": p.prompts.max_new_tokens,

@@ -144,6 +144,7 @@ def iteration_rows(runs: dict[int, dict[str, dict]]) -> list[dict]:
             row[f"n_vs_{side}"] = vs.get("n")
             row[f"first_slot_rate_vs_{side}"] = vs.get("first_slot_rate")
             row[f"position_biased_vs_{side}"] = _get(vs, "position_bias", "biased")
+            row[f"flip_rate_vs_{side}"] = _get(vs, "position_bias", "flip_rate")
             row[f"p_newer_vs_{side}"] = vs.get("mean_p_x")
         row["first_slot_rate"] = row["first_slot_rate_vs_prev"]
         rows.append(row)
@@ -224,10 +225,13 @@ def warnings(sft: dict, its: list[dict]) -> list[str]:
             out.append(f"Iteration {t}: not one greedy answer changed (M{t} → M{t + 1}).")
         for side, name in (("prev", f"M{t}"), ("sft", "M1")):
             if r[f"position_biased_vs_{side}"] and not (side == "sft" and t == 1):
+                flips = r[f"flip_rate_vs_{side}"]
+                follows = (f", verdict follows the slot in {_fmt(flips, True)} % of pairs"
+                           if flips is not None else "")
                 out.append(
                     f"Iteration {t}, M{t + 1} vs {name}: the head-to-head judge is position-"
-                    f"biased (first-slot rate {_fmt(r[f'first_slot_rate_vs_{side}'])}): its "
-                    "win rates say little; read the fixed judge's pointwise scores instead.")
+                    f"biased (first-slot rate {_fmt(r[f'first_slot_rate_vs_{side}'])}{follows}): "
+                    "its win rates say little; read the fixed judge's pointwise scores instead.")
     return out
 
 

@@ -161,7 +161,11 @@ def outcome_summary(records: list[dict], seed: int = 0) -> dict:
     rates["no_verdict"] = len(verdicts) - len(valid)  # unparseable, or P("1") == P("2")
     rates["first_slot_rate"] = round(sum(1 for v in valid if v == 1) / len(valid), 4) if valid \
         else None
-    rates["position_bias"] = position_bias(rates["first_slot_rate"], len(valid))
+    both = [r for r in records if r["verdict_x_first"] is not None
+            and r["verdict_x_second"] is not None]
+    flips = sum(1 for r in both if r["verdict_x_first"] == r["verdict_x_second"])
+    rates["position_bias"] = position_bias(rates["first_slot_rate"], len(valid),
+                                           round(flips / len(both), 4) if both else None)
     soft = [r["p_x"] for r in records if "p_x" in r]
     if soft:
         rates["mean_p_x"] = round(sum(soft) / len(soft), 4)

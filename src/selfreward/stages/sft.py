@@ -24,6 +24,7 @@ from ..training.sft_data import (
     SftExample,
     check_lengths,
     eft_examples,
+    grouped_order,
     ift_examples,
     synthetic_judge_examples,
 )
@@ -64,10 +65,14 @@ def run_sft(p: SftParams, model_dir: str | Path, ift_paths: list[str], eft_paths
     model, tok = load_model(model_dir, dtype="float32", for_training=True)
     counts = check_lengths(tok, examples, p.max_length)
     peft_config, trainable = trainable_setup(model, p, "sft")
+    args = {}
+    if p.batching == "grouped":  # the epochs are laid out in the dataset, read in order
+        examples = grouped_order(examples, p.epochs, p.seed)
+        args = {"num_train_epochs": 1, "train_sampling_strategy": "sequential"}
     dataset = sft_dataset(examples)
     key = fingerprint(p, model_fingerprint(model_dir), dataset.to_list())
     with training_workdir(p, out_dir, key) as (work, resume):
-        config = SFTConfig(**trainer_kwargs(p, work), max_length=p.max_length,
+        config = SFTConfig(**{**trainer_kwargs(p, work), **args}, max_length=p.max_length,
                            completion_only_loss=True, packing=False,
                            dataset_num_proc=None)
         trainer = completion_loss_trainer(SFTTrainer, p.loss_normalization)(
@@ -76,7 +81,7 @@ def run_sft(p: SftParams, model_dir: str | Path, ift_paths: list[str], eft_paths
         log.info("SFT on %s", ", ".join(f"{c['examples']} {kind}" for kind, c in counts.items()))
         trainer.train(resume_from_checkpoint=resume)
         extra = {"examples": counts, "eft_format": p.eft_format,
-                 "loss_normalization": p.loss_normalization,
+                 "loss_normalization": p.loss_normalization, "batching": p.batching,
                  "ift_examples": counts.get("ift", {}).get("examples", 0),
                  "eft_examples": counts.get("eft", {}).get("examples", 0),
                  "precision": mixed_precision(p.precision),

@@ -9,6 +9,7 @@ counts per kind (kept, truncated) go to the SFT metrics.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 from collections import Counter
@@ -31,6 +32,7 @@ class SftExample:
     prompt: list[dict]
     completion: list[dict]
     source: str
+    group: str = ""  # examples that should share a batch: an EFT prompt's answers, twins
 
 
 def judge_answer(justification: str, score: int) -> str:
@@ -40,7 +42,8 @@ def judge_answer(justification: str, score: int) -> str:
 
 
 def ift_examples(convs: list[Conversation]) -> list[SftExample]:
-    return [SftExample("ift", c.prompt, c.completion, c.source) for c in convs]
+    return [SftExample("ift", c.prompt, c.completion, c.source, f"ift:{c.source}")
+            for c in convs]
 
 
 def eft_examples(examples: list[JudgeExample], fmt: str, rubric: str | None = None
@@ -54,14 +57,16 @@ def eft_examples(examples: list[JudgeExample], fmt: str, rubric: str | None = No
         if fmt in ("justification", "both"):
             answers.append(judge_answer(ex.justification, ex.score))
         out += [SftExample("eft", judge_messages(ex.prompt, ex.response, rubric),
-                           [{"role": "assistant", "content": a}], ex.source) for a in answers]
+                           [{"role": "assistant", "content": a}], ex.source, f"eft:{ex.group}")
+                for a in answers]
     return out
 
 
 def _judge_turn(kind: str, prompt: str, response: str, score: int, source: str,
-                rubric: str | None) -> SftExample:
+                rubric: str | None, group: str) -> SftExample:
     return SftExample(kind, judge_messages(prompt, response, rubric),
-                      [{"role": "assistant", "content": judge_score_answer(score)}], source)
+                      [{"role": "assistant", "content": judge_score_answer(score)}], source,
+                      group)
 
 
 def _cut(text: str, rng: random.Random) -> str:
@@ -94,22 +99,44 @@ def synthetic_judge_examples(convs: list[Conversation], p: JudgeDataParams,
     out = []
     for kind, count in (("mismatched", p.mismatched), ("empty", p.empty),
                         ("truncated", p.truncated)):
-        for _ in range(count):
+        for n in range(count):
             i = next(picks)
             conv = single[i]
             prompt, answer = user_prompt(conv), conv.completion[0]["content"]
+            twins = f"{kind}:{n}"
             out.append(_judge_turn("matched", prompt, answer, p.matched_score, conv.source,
-                                   rubric))
+                                   rubric, twins))
             if kind == "mismatched":
                 j = rng.choice([k for k in range(len(single)) if k != i])
                 out.append(_judge_turn(kind, user_prompt(single[j]), answer, 0, conv.source,
-                                       rubric))
+                                       rubric, twins))
             elif kind == "empty":
-                out.append(_judge_turn(kind, prompt, "", 0, conv.source, rubric))
+                out.append(_judge_turn(kind, prompt, "", 0, conv.source, rubric, twins))
             else:
                 out.append(_judge_turn(kind, prompt, _cut(answer, rng), p.truncated_score,
-                                       conv.source, rubric))
+                                       conv.source, rubric, twins))
     return out
+
+
+def grouped_order(examples: list[SftExample], epochs: float, seed: int) -> list[SftExample]:
+    """The training sequence for `batching: grouped`: each epoch shuffles whole groups (an EFT
+    prompt's answers, a positive and its negative twin) and keeps each group together, so most
+    batches hold examples that differ only in what their label is about.
+
+    Contrast within a batch is what teaches a small judge relevance: a twin pair shares the
+    answer and differs only in the prompt, so features of the answer alone cancel out.
+    """
+    groups: dict[str, list[SftExample]] = {}
+    for ex in examples:
+        groups.setdefault(ex.group or f"single:{id(ex)}", []).append(ex)
+    names = list(groups)
+    order: list[SftExample] = []
+    for epoch in range(max(1, math.ceil(epochs))):
+        rng = random.Random(seed * 1_000_003 + epoch)
+        shuffled = names[:]
+        rng.shuffle(shuffled)
+        order += [ex for name in shuffled for ex in groups[name]]
+    return order[:max(1, round(len(examples) * epochs))]
 
 
 def example_tokens(tok, ex: SftExample) -> int:
