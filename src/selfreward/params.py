@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import UserError
+from .io import read_text
 
 
 @dataclass
@@ -407,19 +409,35 @@ def _build(cls: type, data: dict, prefix: str, where: dict) -> Any:
                         line=where["lines"].get(prefix.rstrip(".")), field=prefix.rstrip("."))
 
 
+def _yaml_error(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """(line, message) of a YAML syntax error, at the line the user has to fix.
+
+    PyYAML marks where it noticed the problem: for an unclosed quote or bracket that is the end
+    of the file or a later line, so the line is the one where the quoted scalar or the flow
+    collection began (its context mark) and the message says where the problem showed.
+    """
+    problem = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context_mark", None)
+    what = getattr(exc, "problem", None) or str(exc)
+    if (context is not None and problem is not None and context.line < problem.line
+            and re.search(r"quoted scalar|flow (sequence|mapping)", exc.context or "")):
+        return context.line + 1, (f"{exc.context} starting here, not closed ({what} at line "
+                                  f"{problem.line + 1})")
+    return (problem.line + 1 if problem else None), what
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate params.yaml; a missing file gives all defaults."""
     path = Path(path)
     if not path.exists():
         raise UserError("params file not found", file=str(path))
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UserError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
-                        line=mark.line + 1 if mark else None) from None
+        line, message = _yaml_error(exc)
+        raise UserError(f"invalid YAML: {message}", file=str(path), line=line) from None
     if not isinstance(data, dict):
         raise UserError("top level must be a mapping of stage name -> params", file=str(path))
     where = {"file": str(path), "lines": _key_lines(node) if node else {}}
@@ -428,6 +446,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     params.extra = extra
     _check_ranges(params, where)
     return params
+
+
+SAMPLING_TEMPERATURES = ("prompts.temperature", "responses.temperature", "judge.temperature",
+                         "eval.temperature", "self_instruct.temperature",
+                         "self_instruct.instance_temperature")
 
 
 def _check_ranges(p: Params, where: dict) -> None:
@@ -489,7 +512,25 @@ def _check_ranges(p: Params, where: dict) -> None:
     for key in ("prompts.top_p", "responses.top_p", "judge.top_p", "eval.top_p"):
         stage, name = key.split(".")
         if not 0 < getattr(getattr(p, stage), name) <= 1:
-            bad(key, "must be in (0, 1]")
+            bad(key, f"must be in (0, 1], got {getattr(getattr(p, stage), name)}")
+    # A negative temperature would be read as greedy by the engines: refuse it instead.
+    for key in SAMPLING_TEMPERATURES:
+        stage, name = key.split(".")
+        if getattr(getattr(p, stage), name) < 0:
+            bad(key, f"must be >= 0 (0 = greedy), got {getattr(getattr(p, stage), name)}")
+    for stage in ("prompts", "self_instruct"):
+        section = getattr(p, stage)
+        for name in ("seed_shots", "generated_shots", "min_words"):
+            if getattr(section, name) < 0:
+                bad(f"{stage}.{name}", f"must be >= 0, got {getattr(section, name)}")
+        if section.max_words < section.min_words:
+            bad(f"{stage}.max_words", f"must be >= {stage}.min_words ({section.min_words}), "
+                f"got {section.max_words}")
+    for stage in ("sft", "dpo"):
+        for name in ("learning_rate", "epochs"):
+            value = getattr(getattr(p, stage), name)
+            if value <= 0:
+                bad(f"{stage}.{name}", f"must be > 0, got {value}")
     _check_launch(p.launch, where)
     _check_self_instruct(p, where)
 
