@@ -42,6 +42,19 @@ def load_pairs(path: str) -> list[dict]:
     return rows
 
 
+def pair_counts(pairs: int, dataset, max_length: int | None) -> dict:
+    """What TRL kept of the pairs: `dataset` is the trainer's tokenized train set, from which
+    pairs whose prompt alone fills `max_length` were dropped; a kept pair whose prompt + chosen
+    or prompt + rejected is longer than `max_length` is truncated (its answer end is cut)."""
+    truncated = 0
+    if max_length is not None:
+        for prompt, chosen, rejected in zip(dataset["prompt_ids"], dataset["chosen_ids"],
+                                            dataset["rejected_ids"]):
+            truncated += len(prompt) + max(len(chosen), len(rejected)) > max_length
+    return {"pairs": pairs, "pairs_kept": len(dataset),
+            "pairs_dropped_for_length": pairs - len(dataset), "pairs_truncated": truncated}
+
+
 def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str | Path,
             metrics_path: str | Path, plot_path: str | Path | None, dtype: str) -> dict:
     """Train M_t+1 from M_t with DPO; the frozen reference is a copy of M_t."""
@@ -72,8 +85,18 @@ def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str |
         else:
             trainer = DPOTrainer(**kwargs)
             log.info("DPO on %d pairs (beta=%s)", len(rows), p.beta)
+        counts = pair_counts(len(rows), trainer.train_dataset, p.max_length)
+        if counts["pairs_dropped_for_length"] or counts["pairs_truncated"]:
+            log.warning("dpo: of %d pairs, %d dropped (prompt alone >= dpo.max_length %d) and "
+                        "%d truncated (answer cut at dpo.max_length)", len(rows),
+                        counts["pairs_dropped_for_length"], p.max_length,
+                        counts["pairs_truncated"])
+        if not counts["pairs_kept"]:
+            raise UserError(f"every prompt is at least dpo.max_length={p.max_length} tokens: "
+                            "no pair is left to train on; raise dpo.max_length",
+                            file=pairs_path, field="dpo.max_length")
         trainer.train(resume_from_checkpoint=resume)
-        extra = {"pairs": len(rows), "beta": p.beta, "precision": mixed_precision(p.precision),
+        extra = {**counts, "beta": p.beta, "precision": mixed_precision(p.precision),
                  **trainable}
         if distill:
             extra.update(distill_weight=p.distill.weight, distill_teacher=p.distill.teacher)
