@@ -199,6 +199,15 @@ def test_every_listed_source_file_exists(params):
                 assert (ROOT / dep).exists(), f"{name}: {dep} does not exist"
 
 
+def test_readme_advises_dvc_status_and_dag_and_analytics_are_off():
+    """`dvc repro --dry` fails on a fresh clone (uncached outputs): the README says what to use."""
+    readme = (ROOT / "README.md").read_text()
+    assert "`dvc status`" in readme and "`dvc dag`" in readme
+    assert "not `dvc repro --dry`" in readme
+    config = (ROOT / ".dvc" / "config").read_text()
+    assert re.search(r"^\[core\][^\[]*^\s*analytics = false$", config, re.MULTILINE)
+
+
 def _import_graph(module_level_only: bool) -> dict[str, set[str]]:
     graph = {}
     for path in PKG.rglob("*.py"):

@@ -183,11 +183,12 @@ def frozen_judge_gain(judge_dir: str, params: Params, model_eval: str, prev: dic
     return {"judge": judge_dir, **paired_gain([before[i] for i in ids], after, params.eval.seed)}
 
 
-def fixed_judge_gain(x_eval: str, y_eval: str, seed: int) -> dict:
-    """Fixed-judge pointwise score of x's answers minus y's, paired by prompt."""
-    x, y = load_scores(x_eval, FIXED_SCORES), load_scores(y_eval, FIXED_SCORES)
-    ids = [i for i in x if i in y]
-    return paired_gain([y[i] for i in ids], [x[i] for i in ids], seed)
+def fixed_judge_gain(candidate_eval: str, other_eval: str, seed: int) -> dict:
+    """Fixed-judge pointwise score of the candidate's answers minus the other's, by prompt."""
+    candidate = load_scores(candidate_eval, FIXED_SCORES)
+    other = load_scores(other_eval, FIXED_SCORES)
+    ids = [i for i in candidate if i in other]
+    return paired_gain([other[i] for i in ids], [candidate[i] for i in ids], seed)
 
 
 def run_evaluate(params: Params, iteration: str, model_eval: str, next_eval: str,

@@ -75,23 +75,23 @@ def generate_prompts(engine: Engine, params: PromptsParams, seed_prompts: list[t
     kept: list[dict] = []
     reasons: Counter = Counter()
     attempts = candidates = 0
-    for r in range(-(-params.max_attempts // round_size)):
+    for round_index in range(-(-params.max_attempts // round_size)):
         if len(kept) >= params.count:
             break
         size = min(round_size, params.max_attempts - attempts)
-        rng = random.Random(item_seed(params.seed, r))
+        rng = random.Random(item_seed(params.seed, round_index))
         generated = [(row["id"], row["prompt"]) for row in kept]
         plans = [_shots(rng, seed_prompts, generated, params) for _ in range(size)]
 
-        replies = store.load(r, expected=len(plans))
+        replies = store.load(round_index, expected=len(plans))
         if replies is None:
             chats = [prompt_generation_messages([text for _, text in shots]) for shots in plans]
             texts = engine.generate(chats, Sampling(
                 n=1, temperature=params.temperature, top_p=params.top_p,
-                max_new_tokens=params.max_new_tokens, seed=item_seed(params.seed, r)))
+                max_new_tokens=params.max_new_tokens, seed=item_seed(params.seed, round_index)))
             replies = [{"raw": text[0], "shots": [sid for sid, _ in shots]}
                        for text, shots in zip(texts, plans)]
-            store.save(r, replies)
+            store.save(round_index, replies)
         for reply in replies:
             attempts += 1
             for prompt in split_candidates(reply["raw"]):
@@ -167,7 +167,8 @@ def run_prompts_from_tasks(params: PromptsParams, tasks_path: str | Path | None,
     block = order[(t - 1) * params.count:t * params.count]
     if not block:
         raise UserError(f"{len(tasks)} self-instruct tasks leave none for iteration {t} at "
-                        f"prompts.count={params.count}; raise self_instruct.count", file=str(tasks_path),
+                        f"prompts.count={params.count}; raise self_instruct.count",
+                        file=str(tasks_path),
                         field="prompts.count")
     rows = [{"id": tasks[i].id, "prompt": task_prompt(tasks[i].instruction,
                                                       tasks[i].instances[0]["input"]),
