@@ -203,3 +203,26 @@ def test_no_key_server_and_unreachable(server):
     dead = ChatEndpoint(f"http://127.0.0.1:{port}/v1", "m", None, retries=0, timeout=2)
     with pytest.raises(UserError, match="unreachable"):
         dead.complete(chats[0], max_tokens=8)
+
+
+def test_unreachable_endpoint_exits_2_and_leaves_no_output_or_shard_folder(tmp_path):
+    """Before, the failed stage left `verdicts.jsonl.shards/` holding only meta.json."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    m1 = eval_dir(tmp_path / "m1", {"a": "x", "b": "y"})
+    m2 = eval_dir(tmp_path / "m2", {"a": "GOOD", "b": "z"})
+    params = tmp_path / "params.yaml"
+    params.write_text(f"eval:\n  judge_endpoint: http://127.0.0.1:{port}/v1\n"
+                      "  api_key_env: null\n  endpoint_retries: 0\n")
+    out, metrics = tmp_path / "verdicts.jsonl", tmp_path / "eval.json"
+    res = CliRunner().invoke(main, ["evaluate", "--params", str(params), "--iteration", "1",
+                                    "--model-eval", str(m1), "--next-eval", str(m2),
+                                    "--sft-eval", str(m1), "--out", str(out),
+                                    "--metrics", str(metrics)])
+    assert res.exit_code == 2, res.output
+    assert "unreachable" in res.output and "eval.judge_endpoint" in res.output
+    assert not out.exists() and not metrics.exists()
+    assert not Path(str(out) + ".shards").exists()
