@@ -116,6 +116,9 @@ def test_evaluate_with_endpoint_judge(server, tmp_path, monkeypatch, caplog):
     assert m["judge"] == {"kind": "endpoint", "url": url(server) + "/chat/completions",
                           "model": "judge-9"}
     assert m["endpoint_usage"]["requests"] == 16 and m["endpoint_usage"]["prompt_tokens"] == 1600
+    # pointwise view of the same answers: M3 has 2 GOOD of 4, M2 has 2 -> gain 0
+    assert m["fixed_judge_gain"]["vs_prev"]["gain"] == 0.0
+    assert m["answers_changed"] == {"prompts": 4, "changed": 3, "share": 0.75}  # c: same text
 
     reqs = server.requests
     assert len(reqs) == 16  # 2 opponents x 4 prompts x 2 orders
