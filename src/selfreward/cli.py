@@ -90,7 +90,8 @@ def seed_data_ift(params_file, export, out, metrics) -> None:
 @click.option("--ift", "ift_files", multiple=True, required=True, type=click.Path(),
               help="IFT file(s) whose prompts EFT must not use; repeatable.")
 @click.option("--model", "model_dir", type=click.Path(),
-              help="Judge checkpoint (default: the IFT-only SFT); unused with oasst.judge.endpoint.")
+              help="Judge checkpoint, e.g. the IFT-only SFT of M0 (dvc.yaml passes "
+                   "oasst.judge.model); not needed with oasst.judge.endpoint.")
 @_out("out", "Judgments JSONL (per prompt: replies, human ranks, K raw judgments each).")
 @_out("metrics", "Metrics JSON (groups, parse rate).")
 def seed_data_judge(params_file, export, ift_files, model_dir, out, metrics) -> None:

@@ -148,7 +148,8 @@ def run_seed_judge(p: OasstParams, ep: EngineParams, export: list[str], ift_path
     finally:
         engine.close()
     metrics = {**read_stats, "ift_file_prompts": len(ift_prompts), **group_stats,
-               "judge": judge, "samples": jp.samples, **judge_metrics(rows), **shard_stats,
+               "judge": judge, "engine": engine.name, "samples": jp.samples,
+               **judge_metrics(rows), **shard_stats,
                **{f"engine_{k}": v for k, v in engine.stats.as_dict().items()}}
     if jp.endpoint:
         metrics["endpoint_usage"] = dict(endpoint.usage)
@@ -272,7 +273,7 @@ def load_judgments(path: str | Path) -> list[dict]:
         for key, ok in (("responses", lambda v: isinstance(v, str)),
                         ("ranks", lambda v: isinstance(v, int) and not isinstance(v, bool)),
                         ("message_ids", lambda v: isinstance(v, str)),
-                        ("raw", lambda v: isinstance(v, list) and v
+                        ("raw", lambda v: isinstance(v, list) and len(v) > 0
                          and all(isinstance(t, str) for t in v))):
             values = require(obj, key, list, file=file, line=line)
             if len(values) != n or not all(ok(v) for v in values):
