@@ -443,6 +443,7 @@ def _check_launch(p: LaunchParams, where: dict) -> None:
     if not 0 < p.main_process_port < 65536:
         bad("launch.main_process_port", "must be a TCP port (1-65535)")
 
+
 def _check_oasst(p: OasstParams, where: dict) -> None:
     def bad(key: str, msg: str) -> typing.NoReturn:
         raise UserError(msg, file=where["file"], line=where["lines"].get(key), field=key)
