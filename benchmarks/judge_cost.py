@@ -20,7 +20,7 @@ from pathlib import Path
 from selfreward.engines import make_engine
 from selfreward.params import EngineParams, JudgeParams
 from selfreward.seed import load_eft
-from selfreward.stages.evaluate import eft_agreement
+from selfreward.stages.eval_judge import eft_agreement
 
 
 def bench_mode(engine, examples, jp: JudgeParams) -> dict:

@@ -29,15 +29,13 @@ from selfreward.evaluation import (
 )
 from selfreward.params import EngineParams, JudgeParams, load_params
 from selfreward.prompting import JUDGE_PREFIX, judge_messages
-from selfreward.stages.evaluate import (
+from selfreward.stages.eval_answers import run_eval_model, select_prompts
+from selfreward.stages.eval_judge import load_preference_pairs, run_eval_judge
+from selfreward.stages.head_to_head import (
     comparison_items,
     judge_both_orders,
-    load_preference_pairs,
     parse_winner,
-    run_eval_judge,
-    run_eval_model,
     run_evaluate,
-    select_prompts,
 )
 
 HUMAN = [5, 3, 1, 4, 2, 0]
@@ -234,7 +232,7 @@ def test_eval_judge_uses_pipeline_judge(tiny_model, tmp_path, write_jsonl):
     p = load_params(_params(tmp_path))
     out = tmp_path / "agree.json"
     res = run_eval_judge(str(tiny_model), p, str(eft), str(pairs), str(out))
-    assert json.loads(out.read_text()) == res
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))  # intervals: lists
     eft_m = res["eft"]
     assert eft_m["pairwise_pairs"] == 6 and eft_m["items"] == 6 and eft_m["scored"] == 6
     assert sum(eft_m[f"pairwise_{k}"] for k in ("agree", "disagree", "tie", "unscored")) == 6
@@ -259,17 +257,40 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
                                             for i, w in enumerate(["cats", "rain", "tea", "ice"])])
     eft = write_jsonl("eft.jsonl", EFT_ROWS)
     p = load_params(_params(tmp_path))
-    s1 = run_eval_model(str(tiny_model), p, str(prompts), str(eft), tmp_path / "ev1")
-    s2 = run_eval_model(str(other), p, str(prompts), str(eft), tmp_path / "ev2")
+    s1 = run_eval_model(str(tiny_model), p, str(prompts), str(eft), tmp_path / "ev1",
+                        str(tiny_model), tmp_path / "m1.json")
+    s2 = run_eval_model(str(other), p, str(prompts), str(eft), tmp_path / "ev2", str(tiny_model))
     answers = [json.loads(x) for x in (tmp_path / "ev1/answers.jsonl").read_text().splitlines()]
     assert s1["prompts"] == 3 and len(answers) == 3  # eval.max_prompts subset
     assert all(a["tokens"] <= 6 for a in answers)
     assert s1["length"]["responses"] == 3 and s1["judge_agreement"]["items"] == 6
     assert not list((tmp_path / "ev1").glob("*.shards"))
+    # relevance: 3 prompts, each own answer vs another prompt's answer, scored by the model
+    rel = [json.loads(x) for x in (tmp_path / "ev1/relevance.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rel] == [a["id"] for a in answers]
+    assert all(r["other_id"] != r["id"] for r in rel) and s1["relevance"]["pairs"] == 3
+    assert s1["relevance"]["agree"] == sum(r["own_score"] > r["other_score"] for r in rel)
+    # M1 is its own fixed judge: its fixed-judge scores are its self-scores
+    fixed = [json.loads(x) for x in (tmp_path / "ev1/fixed_judge_scores.jsonl").read_text()
+             .splitlines()]
+    assert [f["score"] for f in fixed] == [r["own_score"] for r in rel]
+    assert s1["fixed_judge"]["mean"] == s1["self_score"]["mean"]
+    headline = json.loads((tmp_path / "m1.json").read_text())
+    assert headline["relevance"]["pairs"] == 3 and headline["model"] == str(tiny_model)
+    # another model's answers judged by the fixed judge (the tiny M1), not by themselves
+    fixed2 = [json.loads(x) for x in (tmp_path / "ev2/fixed_judge_scores.jsonl").read_text()
+              .splitlines()]
+    answers2 = [json.loads(x) for x in (tmp_path / "ev2/answers.jsonl").read_text().splitlines()]
+    engine = make_engine(str(tiny_model), EngineParams(name="hf"))
+    probs = engine.digit_probs([judge_messages(a["prompt"], a["answer"]) for a in answers2],
+                               JUDGE_PREFIX)
+    assert [f["score"] for f in fixed2] == pytest.approx([expected_score(pr) for pr in probs],
+                                                         abs=1e-5)
 
     # iteration 2 shape: M_t (ev2) differs from M1 (ev1); the tiny M1 is the fixed judge
     m = run_evaluate(p, "2", str(tmp_path / "ev2"), str(tmp_path / "ev2"), str(tmp_path / "ev1"),
-                     tmp_path / "verdicts.jsonl", tmp_path / "eval.json", str(tiny_model))
+                     tmp_path / "verdicts.jsonl", tmp_path / "eval.json", str(tiny_model),
+                     frozen_judge=str(other))
     recs = [json.loads(x) for x in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
     assert len(recs) == 6 and {r["opponent"] for r in recs} == {"prev", "sft"}
     # M_t+1 against identical answers: both orders show the same chat, so the same slot wins
@@ -282,3 +303,10 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
     assert m["prev"]["length"]["mean_tokens"] == s2["length"]["mean_tokens"]
     assert json.loads((tmp_path / "eval.json").read_text())["vs_prev"] == m["vs_prev"]
     assert not (tmp_path / "verdicts.jsonl.shards").exists()
+    # M_t+1 = M_t here: nothing changed, and the frozen judge gives both answer sets the same
+    # scores (its self-scores were computed in eval-model, the "after" ones now)
+    assert m["answers_changed"] == {"prompts": 3, "changed": 0, "share": 0.0}
+    assert m["reward_gain"]["n"] == 3 and m["reward_gain"]["gain"] == pytest.approx(0, abs=1e-5)
+    assert m["fixed_judge_gain"]["vs_prev"]["gain"] == 0
+    assert m["vs_prev"]["position_bias"]["biased"] is True  # identical answers: pure slot choice
+    assert m["vs_prev"]["win_rate_ci"] == [0.5, 0.5]

@@ -30,6 +30,7 @@ TINY_PARAMS = {
     "dpo": {"batch_size": 2, "max_length": 128, "learning_rate": 1e-3, "max_steps": 2,
             "distill": {"weight": 0.5, "teacher": "models/m0"}},  # DPO + KL to M0
     "eval": {"max_prompts": 3, "max_new_tokens": 16},
+    "ifeval": {"max_prompts": 6, "max_new_tokens": 16, "bootstrap": 50},
 }
 
 
@@ -97,8 +98,21 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     ran = repro(repo)
     stages = run(repo, "dvc", "stage", "list", "--name-only").split()
     assert sorted(ran) == sorted(stages)
-    assert {"evaluate@1", "evaluate@2", "report"} <= set(stages)
+    assert {"evaluate_base", "evaluate@1", "evaluate@2", "report"} <= set(stages)
+    assert {"evaluate_ifeval_base", "evaluate_ifeval_sft", "evaluate_ifeval@2"} <= set(stages)
+    ifeval_m3 = json.loads((repo / "metrics/ifeval/models/m3.json").read_text())
+    assert ifeval_m3["prompts"] == 6 and ifeval_m3["model"] == "models/m3"
     assert (repo / "reports" / "summary.md").exists()
+    # the evaluation measured movement and reward gain, with M0 as the baseline
+    ev = json.loads((repo / "metrics/iter1/eval.json").read_text())
+    assert ev["answers_changed"]["prompts"] == 3 and ev["reward_gain"]["n"] == 3
+    assert ev["reward_gain"]["judge"] == "models/m1"
+    m0 = json.loads((repo / "metrics/models/m0.json").read_text())
+    assert m0["relevance"]["pairs"] == 3 and m0["fixed_judge"]["model"] == "models/m1"
+    dpo = json.loads((repo / "metrics/iter1/dpo.json").read_text())
+    assert dpo["update"]["changed_share"] > 0.5 and dpo["update"]["update_kept"] == 1.0
+    summary = (repo / "reports" / "summary.md").read_text()
+    assert "## Did the model move?" in summary and "M0 (`models/m0`)" in summary
     for t in ("1", "2"):
         for name in ("prompts", "responses", "judge", "pairs", "dpo"):
             assert f"{name}@{t}" in ran
@@ -139,8 +153,8 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     assert sorted(ran) == sorted([
         "judge@1", "pairs@1", "dpo@1",
         "prompts@2", "responses@2", "judge@2", "pairs@2", "dpo@2",
-        "evaluate_sft", "evaluate_model@1", "evaluate_model@2", "evaluate@1", "evaluate@2",
-        "report"])
+        "evaluate_base", "evaluate_sft", "evaluate_model@1", "evaluate_model@2", "evaluate@1",
+        "evaluate@2", "evaluate_ifeval@1", "evaluate_ifeval@2", "report"])
 
     # Only sft reads sft.learning_rate: reproducing sft reruns it alone.
     set_param(repo, "sft", "learning_rate", 2e-3)

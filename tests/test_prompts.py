@@ -5,15 +5,11 @@ import itertools
 import pytest
 from fakes import ScriptedEngine
 
+from selfreward.filters import InstructionFilter
 from selfreward.params import PromptsParams
-from selfreward.stages.prompts import (
-    PromptFilter,
-    clean_prompt,
-    generate_prompts,
-    rouge_l_f1,
-    split_candidates,
-    words,
-)
+from selfreward.rouge import rouge_l_f1
+from selfreward.rouge import rouge_tokens as words
+from selfreward.stages.prompts import clean_prompt, generate_prompts, split_candidates
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -60,7 +56,7 @@ def test_rouge_l_f1_hand_computed():
     ("Describe the mapping between keys and values.", None),  # 'map' is a word, not a prefix
 ])
 def test_filter_reasons(prompt, reason):
-    f = PromptFilter(PromptsParams(), ["write a poem about the sea"])
+    f = InstructionFilter(PromptsParams(), ["write a poem about the sea"])
     assert f.check(prompt) == reason
 
 

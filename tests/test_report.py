@@ -9,21 +9,24 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.report import CHARTS, collect, model_rows
+from selfreward.report import CHARTS, collect, collect_models, model_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def agreement(acc: float) -> dict:
-    return {"pairwise_accuracy": acc, "pairwise_tie_rate": 0.0, "best_hit_rate": 0.5,
-            "exact_match": 0.25, "spearman": 0.4, "kendall_tau": 0.3}
-
-
-def side(model: str, acc: float, words: float) -> dict:
-    return {"model": model, "judge_agreement": agreement(acc),
+def model_metrics(k: int, acc: float, words: float) -> dict:
+    return {"model": f"models/m{k}",
+            "judge_agreement": {"pairwise_accuracy": acc, "pairwise_accuracy_ci": [acc - 0.1,
+                                                                                 acc + 0.05],
+                                "pairwise_tie_rate": 0.0, "best_hit_rate": 0.5,
+                                "spearman": 0.4, "kendall_tau": 0.3},
+            "score_std": 0.3,
+            "relevance": {"accuracy": 0.5 + k / 10, "accuracy_ci": [0.4, 0.9], "pairs": 54},
+            "self_score": {"mean": 2.5 + k / 10},
+            "fixed_judge": {"kind": "local", "model": "models/m1", "mean": 2.0 + k / 4,
+                            "ci_low": 1.9 + k / 4, "ci_high": 2.1 + k / 4},
             "length": {"mean_words": float(words), "median_words": words - 1.0,
-                       "mean_tokens": words * 1.3,
-                       "median_tokens": words * 1.2}}
+                       "mean_tokens": words * 1.3}}
 
 
 def write(root: Path, rel: str, obj: dict) -> None:
@@ -33,21 +36,31 @@ def write(root: Path, rel: str, obj: dict) -> None:
 
 
 def make_metrics(root: Path) -> Path:
-    """Iterations 1 and 2 complete; iteration 3 has only run its prompts stage so far."""
+    """M0..M3 evaluated; iterations 1 and 2 complete; iteration 3 has only run its prompts."""
+    for k in range(4):
+        write(root, f"models/m{k}.json", model_metrics(k, 0.6 + k / 100, 40 + k))
+    write(root, "sft.json", {"steps": 12, "eft_format": "score", "final_loss": 0.4,
+                             "examples": {"eft": {"examples": 136, "truncated": 0}},
+                             "update": {"changed_share": 0.26, "update_rms": 3e-4,
+                                        "relative_update": 2e-3, "warning": None}})
     for t, (kept, reward, win) in {1: (14, 3.1, 37.5), 2: (16, 3.4, 62.5)}.items():
         write(root, f"iter{t}/prompts.json", {"kept": kept, "attempts": 40})
         write(root, f"iter{t}/judge.json", {"parse_rate": 1.0, "mean_score": reward,
+                                            "spread": {"std": 0.25},
                                             **{f"hist_{d}": d + t for d in range(6)}})
         write(root, f"iter{t}/pairs.json", {"pairs": kept - 2})
-        write(root, f"iter{t}/dpo.json", {"rewards_accuracies_mean": 0.5 + t / 10})
+        write(root, f"iter{t}/dpo.json", {"rewards_accuracies_mean": 0.5 + t / 10,
+                                          "update": {"changed_share": 0.9, "warning": None}})
         vs = {"n": 16, "win_pct": win, "tie_pct": 25.0, "loss_pct": 75.0 - win,
-              "first_slot_rate": 0.6, "mean_p_x": 0.5 + t / 20}
+              "win_rate": (win + 12.5) / 100, "win_rate_ci": [0.45, 0.9],
+              "first_slot_rate": 0.6, "position_bias": {"biased": False}, "mean_p_x": 0.55}
         write(root, f"iter{t}/eval.json", {
             "iteration": str(t), "judge": {"kind": "local", "model": "models/m1",
                                            "mode": "logprob"},
-            "vs_prev": vs, "vs_sft": vs,
-            "prev": side(f"models/m{t}", 0.6 + t / 100, 40 + t),
-            "next": side(f"models/m{t + 1}", 0.6 + (t + 1) / 100, 41 + t)})
+            "answers_changed": {"prompts": 16, "changed": 8 + t, "share": (8 + t) / 16},
+            "reward_gain": {"gain": 0.1 * t, "ci_low": 0.05 * t, "ci_high": 0.2 * t},
+            "fixed_judge_gain": {"vs_prev": {"gain": 0.25, "ci_low": 0.1, "ci_high": 0.4}},
+            "vs_prev": vs, "vs_sft": vs})
     write(root, "iter3/prompts.json", {"kept": 12, "attempts": 40})
     (root / "iter3" / "judge.json").write_text("{not json")  # a half-written file is skipped
     return root
@@ -60,14 +73,17 @@ def test_report_from_partial_run(tmp_path):
                                     "--plots", str(plots)])
     assert res.exit_code == 0, res.output
     md = (out / "summary.md").read_text()
-    assert "| 2 (M2 → M3) | 16 / 40 | 1.000 | 3.400 | 14 | 0.700 |" in md
-    assert "| 3 (M3 → M4) | 12 / 40 | – | – | – | – |" in md
-    assert "| 2 | M3 vs M2 | 62.5 | 25.0 | 12.5 | 16 | 0.600 | 0.600 |" in md
-    assert "| 1 | M2 vs M1 |" in md and "| 1 | M2 vs M1 | 37.5" in md
+    assert "## Warnings" not in md  # nothing to warn about
+    assert "| 1 (M1 → M2) | 90.0 | 56.2 | +0.100 [+0.050, +0.200] | +0.250 [+0.100, +0.400] |" in md
+    assert "| 2 (M2 → M3) | 16 / 40 | 1.000 | 3.400 | 0.250 | 14 | 0.700 |" in md
+    assert "| 3 (M3 → M4) | 12 / 40 | – | – | – | – | – |" in md
+    assert "| 2 | M3 vs M2 | 0.750 [0.450, 0.900] | 62.5 | 25.0 | 12.5 | 16 | 0.600 |" in md
     assert md.count("| 1 | M2 vs M1 |") == 1  # M_t is M1 in iteration 1: one row, not two
-    assert "| M1 (`models/m1`) | 61.0 | 0.0 | 50.0 | 25.0 | 0.400 | 0.300 |" in md
-    assert "| M3 | 43.0 | 42.0 | 55.9 | 51.6 |" in md
+    assert ("| M0 (`models/m0`) | 60.0 [50.0, 65.0] | 0.400 | 50.0 | 0.300 | 50.0 [40.0, 90.0] "
+            "| 2.000 [1.900, 2.100] | 40.0 |") in md
+    assert "| M3 (`models/m3`) |" in md and "Fixed judge: `models/m1`." in md
     assert "local model `models/m1` (logprob mode)" in md
+    assert "12 steps on 136 eft (0 truncated)" in md
     for chart in CHARTS:
         assert (out / chart).read_bytes()[:8] == PNG_MAGIC
         assert f"({chart})" in md
@@ -76,13 +92,14 @@ def test_report_from_partial_run(tmp_path):
         its = list(csv.DictReader(fh))
     assert [r["iteration"] for r in its] == ["1", "2", "3"]
     assert its[1]["win_pct_vs_prev"] == "62.5" and its[1]["mean_self_reward"] == "3.4"
-    assert its[0]["p_newer_vs_sft"] == "0.55"
+    assert its[0]["reward_gain"] == "0.1" and its[0]["answers_changed"] == "0.5625"
     assert its[2]["win_pct_vs_prev"] == "" and its[2]["prompts_kept"] == "12"
     with (plots / "models.csv").open() as fh:
         models = list(csv.DictReader(fh))
-    assert [(r["iteration"], r["model"]) for r in models] == [
-        ("0", "models/m1"), ("1", "models/m2"), ("2", "models/m3")]
-    assert models[2]["judge_pairwise_accuracy"] == "0.63"
+    assert [(r["index"], r["model"]) for r in models] == [
+        ("0", "models/m0"), ("1", "models/m1"), ("2", "models/m2"), ("3", "models/m3")]
+    assert models[3]["judge_pairwise_accuracy"] == "0.63"
+    assert models[0]["fixed_judge_score"] == "2.0"
 
 
 def test_report_with_no_metrics(tmp_path):
@@ -94,9 +111,10 @@ def test_report_with_no_metrics(tmp_path):
     assert (tmp_path / "p" / "iterations.csv").read_text().startswith("iteration,")
 
 
-def test_model_rows_take_m1_from_iteration_1(tmp_path):
-    runs = collect(make_metrics(tmp_path / "metrics"))
+def test_model_rows_come_from_the_per_model_metrics(tmp_path):
+    metrics = make_metrics(tmp_path / "metrics")
+    runs = collect(metrics)
     assert sorted(runs) == [1, 2, 3] and runs[3]["judge"] == {}
-    rows = model_rows(runs)
-    assert rows[0]["judge_pairwise_accuracy"] == 0.61  # "prev" of iteration 1 = M1
-    assert rows[1]["judge_pairwise_accuracy"] == 0.62  # "next" of iteration 1 = M2
+    rows = model_rows(collect_models(metrics))
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["judge_pairwise_accuracy"] == 0.6 and rows[1]["relevance_accuracy"] == 0.6

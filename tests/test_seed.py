@@ -6,12 +6,11 @@ from pathlib import Path
 import pytest
 
 from selfreward.errors import UserError
-from selfreward.prompting import judge_answer, judge_messages
-from selfreward.seed import eft_conversation, load_eft, load_ift, load_prompts
+from selfreward.prompting import judge_answer, judge_messages, judge_template
+from selfreward.seed import load_eft, load_ift, load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "data" / "seed"
-SHARED = ROOT.parent / "shared" / "data" / "self_instruct_seed_tasks.jsonl"
 
 
 def test_shipped_seed_data_meets_the_contract():
@@ -33,8 +32,8 @@ def test_shipped_seed_data_meets_the_contract():
             assert not prompts[i] & prompts[j], (i, j)
 
 
-def test_self_instruct_seed_tasks_load():
-    convs = load_ift(SHARED)
+def test_self_instruct_seed_tasks_load(official_seed_tasks):
+    convs = load_ift(official_seed_tasks)
     assert len(convs) == 175
     with_input = next(c for c in convs if "Night : Day" in c.prompt[0]["content"])
     assert with_input.prompt[0]["content"].startswith("What is the relation")
@@ -55,13 +54,25 @@ def test_all_ift_formats(write_jsonl):
     assert [c.completion[0]["content"] for c in convs] == ["Hello", "4", "a b"]
 
 
-def test_eft_renders_through_the_judge_template():
+def test_eft_renders_through_the_judge_template(tmp_path):
+    from selfreward.training.sft_data import eft_examples
+
     ex = load_eft(SEED / "eft_train.jsonl")[0]
-    conv = eft_conversation(ex)
+    conv = eft_examples([ex], "justification")[0]
     assert conv.prompt == judge_messages(ex.prompt, ex.response)
     assert ex.response.strip() in conv.prompt[0]["content"]
     assert conv.completion[0]["content"].endswith(f"Score: {ex.score}")
     assert judge_answer("Fine.", 3) == "Fine.\nScore: 3"
+    # a user's rubric file (judge.template) renders the same way, filled in one pass
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate it.\nQ: {prompt}\nA: {response}\n")
+    msgs = judge_messages("Why {response}?", "Because.", judge_template(str(rubric)))
+    assert msgs[0]["content"] == "Rate it.\nQ: Why {response}?\nA: Because.\n"
+    (tmp_path / "bad.txt").write_text("no placeholders")
+    with pytest.raises(UserError, match="lacks {prompt} and {response}"):
+        judge_template(str(tmp_path / "bad.txt"))
+    with pytest.raises(UserError, match="judge.template"):
+        judge_template(str(tmp_path / "missing.txt"))
 
 
 GOOD_EFT = {"prompt": "p", "response": "r", "justification": "j", "score": 3}

@@ -4,6 +4,7 @@ from position-swapped verdicts, and response-length statistics. No models, no fi
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -203,3 +204,151 @@ def length_stats(words: Sequence[int], tokens: Sequence[int]) -> dict:
 
     return {"responses": len(words), **stats(words, "words"), **stats(tokens, "tokens"),
             "empty": sum(1 for w in words if w == 0)}
+
+
+# -- intervals and the figures that say whether a run moved ----------------------------------------
+CI_LEVEL = 0.95
+BOOTSTRAP_SAMPLES = 2000
+POSITION_BIAS_MARGIN = 0.2  # a first-slot rate outside 0.5 +- this is reported as position bias
+MAX_FLIP_RATE = 0.8  # verdicts that follow the slot, not the answer, in more pairs than this
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+    """95 % Wilson score interval of a proportion (well-behaved at 0 and 1 and for small n)."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def bootstrap_ci(values: Sequence[float], seed: int = 0, samples: int = BOOTSTRAP_SAMPLES,
+                 stat=statistics.fmean) -> list[float] | None:
+    """Percentile bootstrap 95 % interval of `stat` over `values` (resampled with replacement)."""
+    values = list(values)
+    if not values:
+        return None
+    rng = random.Random(seed)
+    n = len(values)
+    boots = sorted(stat([values[rng.randrange(n)] for _ in range(n)]) for _ in range(samples))
+    lo = boots[int((1 - CI_LEVEL) / 2 * samples)]
+    hi = boots[min(samples - 1, int((1 + CI_LEVEL) / 2 * samples))]
+    return [round(lo, 4), round(hi, 4)]
+
+
+def paired_gain(before: Sequence[float | None], after: Sequence[float | None],
+                seed: int = 0) -> dict:
+    """Mean of after - before over items scored both times, with a paired bootstrap interval.
+
+    The frozen-judge reward gain: judge M_t's scores of M_t's answers (before) and of M_t+1's
+    answers to the same prompts (after). An interval above 0 means M_t+1 moved towards its judge.
+    """
+    pairs = [(b, a) for b, a in zip(before, after) if a is not None and b is not None]
+    diffs = [a - b for b, a in pairs]
+    ci = bootstrap_ci(diffs, seed)
+    return {"n": len(diffs),
+            "mean_before": _round(statistics.fmean(b for b, _ in pairs)) if pairs else None,
+            "mean_after": _round(statistics.fmean(a for _, a in pairs)) if pairs else None,
+            "gain": _round(statistics.fmean(diffs)) if diffs else None,
+            "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+            "improved": sum(1 for d in diffs if d > 0), "worsened": sum(1 for d in diffs if d < 0)}
+
+
+def mean_with_ci(values: Sequence[float | None], seed: int = 0) -> dict:
+    """Mean of the scored values with its bootstrap 95 % interval."""
+    xs = [v for v in values if v is not None]
+    ci = bootstrap_ci(xs, seed)
+    return {"n": len(xs), "mean": _round(statistics.fmean(xs)) if xs else None,
+            "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None}
+
+
+def win_rate_ci(outcomes: Sequence[str], seed: int = 0) -> list[float] | None:
+    """Bootstrap 95 % interval of the win rate (wins + half the ties) over prompts."""
+    points = [{"win": 1.0, "tie": 0.5, "loss": 0.0}[o] for o in outcomes]
+    return bootstrap_ci(points, seed)
+
+
+def position_bias(first_slot_rate: float | None, verdicts: int,
+                  flip_rate: float | None = None) -> dict:
+    """Whether a pairwise judge picks a slot rather than an answer.
+
+    Two symptoms: the first-slot rate (with its Wilson interval) lies outside 0.5 +-
+    POSITION_BIAS_MARGIN, or the flip rate (share of pairs whose verdict follows the slot when
+    the order is swapped: a content-blind judge scores 1.0, a coin 0.5) exceeds MAX_FLIP_RATE.
+    """
+    if first_slot_rate is None or verdicts <= 0:
+        return {"first_slot_rate": None, "ci": None, "flip_rate": flip_rate, "biased": None}
+    ci = wilson_interval(round(first_slot_rate * verdicts), verdicts)
+    biased = abs(first_slot_rate - 0.5) > POSITION_BIAS_MARGIN or (
+        flip_rate is not None and flip_rate > MAX_FLIP_RATE)
+    return {"first_slot_rate": first_slot_rate, "ci": ci, "flip_rate": flip_rate,
+            "biased": biased}
+
+
+def answers_changed(before: dict[str, str], after: dict[str, str]) -> dict:
+    """Share of prompts (answered by both) whose answer differs, e.g. greedy M_t vs M_t+1."""
+    ids = [i for i in before if i in after]
+    changed = sum(1 for i in ids if before[i].strip() != after[i].strip())
+    return {"prompts": len(ids), "changed": changed,
+            "share": round(changed / len(ids), 4) if ids else None}
+
+
+def score_spread(scores: Sequence[float | None]) -> dict:
+    """How spread a judge's scores are: standard deviation, range and rounded histogram.
+
+    A judge whose scores all land in one bin cannot rank anything, whatever its mean.
+    """
+    xs = [s for s in scores if s is not None]
+    hist = Counter(math.floor(s + 0.5) for s in xs)
+    return {"std": _round(statistics.pstdev(xs)) if len(xs) > 1 else None,
+            "min": _round(min(xs)) if xs else None, "max": _round(max(xs)) if xs else None,
+            "bins_used": len(hist), **{f"hist_{d}": hist.get(d, 0) for d in range(6)}}
+
+
+def derangement(n: int, seed: int = 0) -> list[int]:
+    """A seeded permutation with no fixed point (one random cycle): item i -> result[i] != i."""
+    if n < 2:
+        return list(range(n))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    out = [0] * n
+    for k in range(n):
+        out[order[k]] = order[(k + 1) % n]
+    return out
+
+
+def relevance_items(prompts: Sequence[str], answers: Sequence[str], seed: int = 0) -> list[dict]:
+    """Each prompt with its own answer (chosen) and another prompt's answer (rejected)."""
+    if len(prompts) < 2:
+        return []
+    other = derangement(len(prompts), seed)
+    return [{"index": i, "prompt": prompts[i], "chosen": answers[i],
+             "rejected": answers[other[i]], "other": other[i]} for i in range(len(prompts))]
+
+
+def grouped_accuracy_ci(model: Sequence[Score], human: Sequence[float], groups: Sequence[str],
+                        seed: int = 0, samples: int = BOOTSTRAP_SAMPLES
+                        ) -> list[float] | None:
+    """Bootstrap 95 % interval of pairwise accuracy, resampling whole groups (pairs within a
+    group share a prompt and are not independent)."""
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        by_group[g].append(i)
+    per_group = []
+    for idx in by_group.values():
+        sub_h, sub_m = [human[i] for i in idx], [model[i] for i in idx]
+        outcomes = [compare(sub_m[a], sub_m[b]) for a, b in group_pairs(sub_h, ["g"] * len(idx))]
+        if outcomes:
+            per_group.append((sum(o == "agree" for o in outcomes), len(outcomes)))
+    if not per_group:
+        return None
+    rng = random.Random(seed)
+    k = len(per_group)
+    boots = []
+    for _ in range(samples):
+        draw = [per_group[rng.randrange(k)] for _ in range(k)]
+        boots.append(sum(a for a, _ in draw) / sum(n for _, n in draw))
+    boots.sort()
+    return [round(boots[int((1 - CI_LEVEL) / 2 * samples)], 4),
+            round(boots[min(samples - 1, int((1 + CI_LEVEL) / 2 * samples))], 4)]

@@ -47,12 +47,44 @@ class TrainParams:
     seed: int = 0
     gradient_checkpointing: bool = False
     save_steps: int = 0  # >0: checkpoint every N steps to <out>.ckpt/ and resume after a crash
+    # Mixed precision of the forward/backward pass; the master weights stay float32 either way.
+    # auto = bf16 on CUDA with bf16 and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    train_layers: int = 0  # >0: train only the top N transformer blocks (+ final norm); 0 = all
     lora: LoraParams = field(default_factory=LoraParams)
 
 
 @dataclass
+class JudgeDataParams:
+    """Synthetic judge turns built from the IFT answers (training/sft_data.py).
+
+    Each negative comes with its balancing positive (the same IFT answer, or the same prompt,
+    scored `matched_score`), so only the prompt-answer match separates the labels.
+    """
+
+    mismatched: int = 0  # answers shown under another prompt (score 0), each also under its own
+    empty: int = 0  # empty answers (score 0), each beside the prompt's own answer
+    truncated: int = 0  # answers cut off mid-way (truncated_score), each beside the whole answer
+    matched_score: int = 4
+    truncated_score: int = 2
+    seed: int = 0
+
+
+@dataclass
 class SftParams(TrainParams):
-    pass
+    self_instruct: bool = False  # also train on the self_instruct stage's messages (extra IFT)
+    # How EFT examples are rendered: `score` = the completion is `Score: n`, the very position
+    # the logprob judge reads; `justification` = reasons then `Score: n` (sample mode); `both`.
+    eft_format: Literal["score", "justification", "both"] = "score"
+    judge_data: JudgeDataParams = field(default_factory=JudgeDataParams)
+    # token = TRL's mean over every label token of a batch (long answers dominate); example =
+    # each example's mean, then the mean over examples (a judge turn's one digit counts as much
+    # as a 100-token answer). training/completion_loss.py.
+    loss_normalization: Literal["token", "example"] = "token"
+    # random = TRL's shuffled examples; grouped = whole groups shuffled per epoch and kept
+    # together in batches (an EFT prompt's answers, each judge turn with its twin): contrast
+    # inside a batch is what teaches a small judge relevance (training/sft_data.py).
+    batching: Literal["random", "grouped"] = "random"
 
 
 @dataclass
@@ -79,7 +111,8 @@ class DpoParams(TrainParams):
 class EngineParams:
     name: Literal["auto", "hf", "vllm"] = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    batch_size: int = 16  # HF engine: sequences per forward pass
+    batch_size: int = 16  # HF engine: sequences per batch when generating
+    score_batch_size: int = 16  # HF engine: sequences per forward pass when scoring (judge)
     max_model_len: int = 2048
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.85
@@ -94,6 +127,11 @@ class SamplingParams:
     max_new_tokens: int = 128
 
 
+# Self-Instruct's keyword filter: tasks a text-only model cannot do.
+BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map",
+             "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
+
+
 @dataclass
 class PromptsParams:
     count: int = 16
@@ -106,9 +144,31 @@ class PromptsParams:
     rouge_threshold: float = 0.7
     min_words: int = 3
     max_words: int = 150
-    blacklist: list[str] = field(default_factory=lambda: [
-        "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map",
-        "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"])
+    blacklist: list[str] = field(default_factory=lambda: list(BLACKLIST))
+    seed: int = 0
+    # generate: M_t writes the prompts; self_instruct: take them from the self_instruct stage
+    source: Literal["generate", "self_instruct"] = "generate"
+
+
+@dataclass
+class SelfInstructParams:
+    """SELF-INSTRUCT bootstrap of tasks with instances (stages/self_instruct.py)."""
+
+    enabled: bool = False  # the DVC stage does its work only when true
+    count: int = 16  # instructions to keep (step 1); tasks without valid instances drop later
+    max_attempts: int = 64  # instruction-generation calls at most
+    seed_shots: int = 6  # paper: 8 in-context instructions = 6 seed + 2 generated
+    generated_shots: int = 2
+    temperature: float = 0.7
+    top_p: float = 0.5
+    max_new_tokens: int = 256
+    instance_temperature: float = 0.0  # 0 = greedy instances, as in the paper
+    instance_max_new_tokens: int = 300
+    max_instances: int = 5
+    rouge_threshold: float = 0.7
+    min_words: int = 3
+    max_words: int = 150
+    blacklist: list[str] = field(default_factory=lambda: list(BLACKLIST))
     seed: int = 0
 
 
@@ -124,6 +184,9 @@ class ResponsesParams:
 @dataclass
 class JudgeParams:
     mode: Literal["logprob", "sample"] = "logprob"
+    # The rubric: a text file with {prompt} and {response} (a DVC dependency of every stage that
+    # judges or trains the judge); null = the packaged templates/judge.txt.
+    template: str | None = None
     samples: int = 3
     temperature: float = 0.7
     top_p: float = 0.9
@@ -156,6 +219,44 @@ class EvalParams:
     endpoint_timeout: float = 60.0
     endpoint_retries: int = 3
     endpoint_concurrency: int = 4
+
+
+@dataclass
+class IfevalParams:
+    """IFEval stages (docs/evaluation.md): greedy answers scored by the official checkers."""
+
+    prompts: str = "data/seed/ifeval_prompts.jsonl"  # team's set; or the official input_data.jsonl
+    max_prompts: int = 0  # seeded subset (0 = all)
+    max_new_tokens: int = 128
+    bootstrap: int = 1000  # resamples for the 95 % intervals (0 = none)
+    seed: int = 0
+
+
+@dataclass
+class AlpacaEvalParams:
+    """AlpacaEval 2.0 (pipelines/benchmarks/dvc.yaml): model_outputs.json and the annotator."""
+
+    prompts: str = "data/alpaca_eval/alpaca_eval.json"  # the 805 instructions (JSON list/JSONL)
+    reference: str = "data/alpaca_eval/alpaca_eval_gpt4_baseline.json"  # GPT-4 Turbo outputs
+    max_prompts: int = 0  # first N prompts (0 = all 805)
+    max_new_tokens: int = 2048
+    annotator: str = "weighted_alpaca_eval_gpt4_turbo"  # length-controlled AlpacaEval 2.0
+    api_key_env: str = "OPENAI_API_KEY"  # NAME of the env variable with the annotator's key
+    base_url: str | None = None  # OpenAI-compatible base URL (null = OpenAI)
+
+
+@dataclass
+class LmEvalParams:
+    """`selfreward lm-eval` (pipelines/benchmarks/dvc.yaml): EleutherAI's harness on models/mN."""
+
+    tasks: list[str] = field(default_factory=lambda: [
+        "ifeval", "arc_easy", "arc_challenge", "hellaswag", "mmlu"])
+    backend: Literal["vllm", "hf"] = "hf"  # vllm in the GPU profile
+    batch_size: str = "auto"
+    limit: int = 0  # examples per task (0 = all)
+    apply_chat_template: bool = True
+    model_args: str = ""  # extra lm_eval --model_args, e.g. "gpu_memory_utilization=0.8"
+    seed: int = 0
 
 
 @dataclass
@@ -241,12 +342,16 @@ class Params:
     sft: SftParams = field(default_factory=SftParams)
     engine: EngineParams = field(default_factory=EngineParams)
     prompts: PromptsParams = field(default_factory=PromptsParams)
+    self_instruct: SelfInstructParams = field(default_factory=SelfInstructParams)
     responses: ResponsesParams = field(default_factory=ResponsesParams)
     judge: JudgeParams = field(default_factory=JudgeParams)
     pairs: PairsParams = field(default_factory=PairsParams)
     dpo: DpoParams = field(default_factory=DpoParams)
     eval: EvalParams = field(default_factory=EvalParams)
     launch: LaunchParams = field(default_factory=LaunchParams)
+    ifeval: IfevalParams = field(default_factory=IfevalParams)
+    alpaca_eval: AlpacaEvalParams = field(default_factory=AlpacaEvalParams)
+    lm_eval: LmEvalParams = field(default_factory=LmEvalParams)
     iterations: dict[str, IterationSpec] = field(default_factory=dict)
     seed_data: SeedDataParams = field(default_factory=SeedDataParams)
     oasst: OasstParams = field(default_factory=OasstParams)
@@ -388,6 +493,7 @@ def _check_ranges(p: Params, where: dict) -> None:
         "prompts.count": p.prompts.count, "prompts.max_attempts": p.prompts.max_attempts,
         "responses.n": p.responses.n, "judge.samples": p.judge.samples,
         "engine.batch_size": p.engine.batch_size, "engine.shard_size": p.engine.shard_size,
+        "engine.score_batch_size": p.engine.score_batch_size,
         "sft.batch_size": p.sft.batch_size, "dpo.batch_size": p.dpo.batch_size,
         "sft.max_length": p.sft.max_length, "dpo.max_length": p.dpo.max_length,
         "dpo.beta": p.dpo.beta, "prompts.max_new_tokens": p.prompts.max_new_tokens,
@@ -407,6 +513,16 @@ def _check_ranges(p: Params, where: dict) -> None:
         bad("prompts.rouge_threshold", "must be in [0, 1]")
     if p.pairs.min_margin <= 0:
         bad("pairs.min_margin", "must be > 0 so that ties are dropped")
+    for stage in ("sft", "dpo"):
+        if getattr(p, stage).train_layers < 0:
+            bad(f"{stage}.train_layers", "must be >= 0 (0 = train every layer)")
+    jd = p.sft.judge_data
+    for name in ("mismatched", "empty", "truncated"):
+        if getattr(jd, name) < 0:
+            bad(f"sft.judge_data.{name}", "must be >= 0")
+    for name in ("matched_score", "truncated_score"):
+        if not 0 <= getattr(jd, name) <= 5:
+            bad(f"sft.judge_data.{name}", "must be a score 0-5")
     if p.dpo.distill.weight < 0:
         bad("dpo.distill.weight", "must be >= 0 (0 = no distillation)")
     if p.dpo.distill.temperature <= 0:
@@ -415,12 +531,42 @@ def _check_ranges(p: Params, where: dict) -> None:
         bad("eval.max_prompts", "must be >= 0 (0 = all eval prompts)")
     if p.eval.endpoint_retries < 0:
         bad("eval.endpoint_retries", "must be >= 0")
+    for key, value in (("ifeval.max_new_tokens", p.ifeval.max_new_tokens),
+                       ("alpaca_eval.max_new_tokens", p.alpaca_eval.max_new_tokens)):
+        if value <= 0:
+            bad(key, f"must be > 0, got {value}")
+    for key, value in (("ifeval.max_prompts", p.ifeval.max_prompts),
+                       ("ifeval.bootstrap", p.ifeval.bootstrap),
+                       ("alpaca_eval.max_prompts", p.alpaca_eval.max_prompts),
+                       ("lm_eval.limit", p.lm_eval.limit)):
+        if value < 0:
+            bad(key, f"must be >= 0, got {value}")
     for key in ("prompts.top_p", "responses.top_p", "judge.top_p", "eval.top_p"):
         stage, name = key.split(".")
         if not 0 < getattr(getattr(p, stage), name) <= 1:
             bad(key, "must be in (0, 1]")
     _check_launch(p.launch, where)
     _check_oasst(p.oasst, where)
+    _check_self_instruct(p, where)
+
+
+def _check_self_instruct(p: Params, where: dict) -> None:
+    def bad(key: str, msg: str) -> typing.NoReturn:
+        raise UserError(msg, file=where["file"], line=where["lines"].get(key), field=key)
+
+    si = p.self_instruct
+    for name in ("count", "max_attempts", "max_new_tokens", "instance_max_new_tokens",
+                 "max_instances"):
+        if getattr(si, name) <= 0:
+            bad(f"self_instruct.{name}", f"must be > 0, got {getattr(si, name)}")
+    if not 0 <= si.rouge_threshold <= 1:
+        bad("self_instruct.rouge_threshold", "must be in [0, 1]")
+    if not 0 < si.top_p <= 1:
+        bad("self_instruct.top_p", "must be in (0, 1]")
+    for key, used in (("sft.self_instruct", p.sft.self_instruct),
+                      ("prompts.source", p.prompts.source == "self_instruct")):
+        if used and not si.enabled:
+            bad(key, "uses the self_instruct stage's output, but self_instruct.enabled is false")
 
 
 def _check_launch(p: LaunchParams, where: dict) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from .errors import UserError
 from .io import read_jsonl, require
-from .prompting import judge_answer, judge_messages
 
 
 @dataclass
@@ -53,17 +52,11 @@ def _ift_row(obj: dict, file: str, line: int) -> Conversation:
         clean = [{"role": m["role"], "content": m["content"]} for m in msgs]
         return Conversation(clean[:-1], clean[-1:], src)
     if "instruction" in obj:  # Self-Instruct seed task
-        instruction = require(obj, "instruction", str, file=file, line=line)
-        instances = require(obj, "instances", list, file=file, line=line)
-        if not instances or not isinstance(instances[0], dict):
-            raise UserError("needs at least one {input, output} instance", file=file, line=line,
-                            field="instances")
-        inst = instances[0]
-        output = require(inst, "output", str, file=file, line=line)
-        inp = inst.get("input") or ""
-        user = instruction.strip() + (f"\n\n{inp.strip()}" if str(inp).strip() else "")
-        return Conversation([{"role": "user", "content": user}],
-                            [{"role": "assistant", "content": output}], src)
+        task = _seed_task(obj, file, line)
+        inst = task.instances[0]
+        return Conversation([{"role": "user", "content": task_prompt(task.instruction,
+                                                                     inst["input"])}],
+                            [{"role": "assistant", "content": inst["output"]}], src)
     if "prompt" in obj or "response" in obj:
         prompt = require(obj, "prompt", str, file=file, line=line)
         response = require(obj, "response", str, file=file, line=line)
@@ -71,6 +64,61 @@ def _ift_row(obj: dict, file: str, line: int) -> Conversation:
                             [{"role": "assistant", "content": response}], src)
     raise UserError("unrecognised row: expected 'messages', 'prompt'+'response', or "
                     "'instruction'+'instances'", file=file, line=line, field="messages")
+
+
+@dataclass
+class SeedTask:
+    """A task in the Self-Instruct format; instances are {input, output} ('' = no input)."""
+
+    id: str
+    instruction: str
+    instances: list[dict]
+    is_classification: bool
+    source: str  # file:line
+
+
+def _seed_task(obj: dict, file: str, line: int) -> SeedTask:
+    instruction = require(obj, "instruction", str, file=file, line=line)
+    instances = require(obj, "instances", list, file=file, line=line)
+    if not instances:
+        raise UserError("needs at least one {input, output} instance", file=file, line=line,
+                        field="instances")
+    clean = []
+    for i, inst in enumerate(instances):
+        if not isinstance(inst, dict):
+            raise UserError("each instance must be an object {input, output}", file=file,
+                            line=line, field=f"instances[{i}]")
+        output = require(inst, "output", str, file=file, line=line)
+        inp = inst.get("input", "")
+        if not isinstance(inp, str):
+            raise UserError("must be a string ('' when the task needs no input)", file=file,
+                            line=line, field=f"instances[{i}].input")
+        clean.append({"input": inp.strip(), "output": output.strip()})
+    is_cls = obj.get("is_classification", False)
+    if not isinstance(is_cls, bool):
+        raise UserError("must be true or false", file=file, line=line, field="is_classification")
+    tid = obj.get("id", f"{Path(file).stem}-{line}")
+    if not isinstance(tid, (str, int)) or isinstance(tid, bool):
+        raise UserError("must be a string", file=file, line=line, field="id")
+    return SeedTask(str(tid), instruction.strip(), clean, is_cls, f"{file}:{line}")
+
+
+def load_seed_tasks(path: str | Path) -> list[SeedTask]:
+    """Load Self-Instruct seed tasks (`instruction`, `instances`, `is_classification`)."""
+    file = str(path)
+    tasks, seen = [], set()
+    for line, obj in read_jsonl(path):
+        task = _seed_task(obj, file, line)
+        if task.id in seen:
+            raise UserError(f"duplicate id {task.id!r}", file=file, line=line, field="id")
+        seen.add(task.id)
+        tasks.append(task)
+    return tasks
+
+
+def task_prompt(instruction: str, task_input: str) -> str:
+    """The user turn of a Self-Instruct task: the instruction, then its input if it has one."""
+    return instruction.strip() + (f"\n\n{task_input.strip()}" if task_input.strip() else "")
 
 
 def load_ift(path: str | Path) -> list[Conversation]:
@@ -97,13 +145,6 @@ def load_eft(path: str | Path) -> list[JudgeExample]:
         out.append(JudgeExample(prompt, response, justification, score, str(group),
                                 f"{file}:{line}"))
     return out
-
-
-def eft_conversation(ex: JudgeExample) -> Conversation:
-    """Render a judge example through the same template the judge stage uses."""
-    return Conversation(judge_messages(ex.prompt, ex.response),
-                        [{"role": "assistant", "content": judge_answer(ex.justification,
-                                                                       ex.score)}], ex.source)
 
 
 def load_prompts(path: str | Path) -> list[dict]:

@@ -79,6 +79,7 @@ def make_engine(model_dir: str, params: EngineParams, seed: int = 0) -> Engine:
     name = resolve_engine(params.name)
     log.info("generation engine: %s (requested %s)", name, params.name)
     kwargs = {"dtype": params.dtype, "batch_size": params.batch_size,
+              "score_batch_size": params.score_batch_size,
               "max_model_len": params.max_model_len,
               "tensor_parallel_size": params.tensor_parallel_size,
               "gpu_memory_utilization": params.gpu_memory_utilization,

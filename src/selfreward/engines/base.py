@@ -50,6 +50,9 @@ class Engine(Protocol):
     def digit_probs(self, chats: list[list[dict]], assistant_prefix: str) -> list[list[float]]:
         """For each chat continued by `assistant_prefix`, P(next token = '0'..'5'), renormalised."""
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` under the engine's own tokenizer (no special tokens)."""
+
     def close(self) -> None:
         """Free the model (GPU memory) before the next stage loads another."""
 
@@ -75,6 +78,11 @@ def encode_chats(tok, chats: list[list[dict]], limit: int, stats: EngineStats) -
             ids = ids[-limit:]
         out.append(ids)
     return out
+
+
+def count_text_tokens(tok, text: str) -> int:
+    """Tokens of `text` (no special tokens added): what answer lengths are measured in."""
+    return len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 def stop_token_ids(tok) -> list[int]:

@@ -14,6 +14,7 @@ from .base import (
     EngineStats,
     Sampling,
     count_generated,
+    count_text_tokens,
     digit_prefix_ids,
     encode_chats,
     stop_token_ids,
@@ -74,7 +75,7 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, model_dir: str, *, dtype: str = "auto", batch_size: int = 16,
-                 max_model_len: int = 2048, **_: object) -> None:
+                 score_batch_size: int = 16, max_model_len: int = 2048, **_: object) -> None:
         if dtype == "auto":
             dtype = auto_dtype()
         self.model, self.tok = load_model(model_dir, dtype=dtype)
@@ -82,6 +83,7 @@ class HFEngine:
         self.model.to(self.device)
         self.tok.padding_side = "left"
         self.batch_size = batch_size
+        self.score_batch_size = score_batch_size
         ctx = getattr(self.model.config, "max_position_embeddings", None) or max_model_len
         self.max_model_len = min(max_model_len, ctx)
         self.eos_ids = stop_token_ids(self.tok)
@@ -157,8 +159,8 @@ class HFEngine:
         self._attention(decoding=False)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         out: list[list[float]] = [[] for _ in seqs]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        for start in range(0, len(order), self.score_batch_size):
+            idx = order[start:start + self.score_batch_size]
             batch = self._pad([seqs[i] for i in idx])
             # Only the last position's logits are needed: skip the vocab projection elsewhere.
             logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :].float()
@@ -168,6 +170,9 @@ class HFEngine:
         self.stats.prompts += len(seqs)
         self.stats.seconds += time.perf_counter() - t0
         return out
+
+    def count_tokens(self, text: str) -> int:
+        return count_text_tokens(self.tok, text)
 
     def close(self) -> None:
         del self.model

@@ -22,6 +22,7 @@ from .base import (
     EngineStats,
     Sampling,
     count_generated,
+    count_text_tokens,
     digit_prefix_ids,
     encode_chats,
     stop_token_ids,
@@ -122,6 +123,9 @@ class VLLMEngine:
         self.stats.prompts += len(base)
         self.stats.seconds += time.perf_counter() - t0
         return out
+
+    def count_tokens(self, text: str) -> int:
+        return count_text_tokens(self.tok, text)
 
     def close(self) -> None:
         """Shut the engine's worker processes down and free its memory."""

@@ -14,7 +14,13 @@ from ..io import read_jsonl, remove_outputs, require
 from ..models import load_model
 from ..params import DpoParams
 from ..shards import fingerprint, model_fingerprint
-from ..training.common import finish_training, lora_config, trainer_kwargs, training_workdir
+from ..training.common import (
+    finish_training,
+    mixed_precision,
+    trainable_setup,
+    trainer_kwargs,
+    training_workdir,
+)
 from ..training.distill import distill_trainer, load_teacher
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,7 @@ def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str |
                       model_fingerprint(p.distill.teacher) if distill else None)
     model, tok = load_model(model_dir, dtype="float32", for_training=True)
     teacher = load_teacher(p.distill, tok) if distill else None
+    peft_config, trainable = trainable_setup(model, p, "dpo")
     ref = None
     if not p.lora.enabled:  # with LoRA, TRL uses the adapter-disabled base as reference
         ref, _ = load_model(model_dir, dtype="float32")
@@ -57,7 +64,7 @@ def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str |
                            max_length=p.max_length, dataset_num_proc=None)
         kwargs = {"model": model, "ref_model": ref, "args": config,
                   "train_dataset": Dataset.from_list(rows), "processing_class": tok,
-                  "peft_config": lora_config(p.lora)}
+                  "peft_config": peft_config}
         if distill:
             trainer = distill_trainer(teacher, p.distill, **kwargs)
             log.info("DPO + distillation on %d pairs (beta=%s, KL weight %s to %s)", len(rows),
@@ -66,7 +73,9 @@ def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str |
             trainer = DPOTrainer(**kwargs)
             log.info("DPO on %d pairs (beta=%s)", len(rows), p.beta)
         trainer.train(resume_from_checkpoint=resume)
-        extra = {"pairs": len(rows), "beta": p.beta}
+        extra = {"pairs": len(rows), "beta": p.beta, "precision": mixed_precision(p.precision),
+                 **trainable}
         if distill:
             extra.update(distill_weight=p.distill.weight, distill_teacher=p.distill.teacher)
-        return finish_training(trainer, tok, out_dir, dtype, metrics_path, plot_path, extra)
+        return finish_training(trainer, tok, model_dir, out_dir, dtype, metrics_path, plot_path,
+                               extra)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ..engines import Sampling, engine_key, expected_score, make_engine
 from ..errors import UserError
+from ..evaluation import score_spread
 from ..io import read_jsonl, remove_outputs, require, write_csv, write_json, write_jsonl
 from ..params import EngineParams, JudgeParams
-from ..prompting import JUDGE_PREFIX, judge_messages
+from ..prompting import JUDGE_PREFIX, judge_messages, judge_template
 from ..shards import fingerprint, finish, model_fingerprint, run_sharded
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,11 @@ def judge_rows(engine, rows: list[dict], p: JudgeParams, shard_size: int, output
                key: str) -> tuple[list[dict], dict]:
     """Score every response of every row; returns judgment rows (contract in architecture.md)."""
 
+    rubric = judge_template(p.template)
+
     def work(chunk: list[dict], k: int) -> list[dict]:
         flat = [(i, r) for i, row in enumerate(chunk) for r in row["responses"]]
-        chats = [judge_messages(chunk[i]["prompt"], r) for i, r in flat]
+        chats = [judge_messages(chunk[i]["prompt"], r, rubric) for i, r in flat]
         scores: list[list[float | None]]
         raw: list[list[str]] | None = None
         if p.mode == "logprob":
@@ -97,7 +100,7 @@ def judge_metrics(rows: list[dict]) -> dict:
     parsed = [s for s in all_scores if s is not None]
     means = [m for row in rows for m in row["mean"] if m is not None]
     hist = Counter(round(m) for m in means)
-    return {"judgments": len(all_scores), "parsed": len(parsed),
+    return {"judgments": len(all_scores), "parsed": len(parsed), "spread": score_spread(means),
             "parse_rate": round(len(parsed) / len(all_scores), 4) if all_scores else 0.0,
             "mean_score": round(statistics.fmean(means), 4) if means else None,
             "responses_without_score": sum(1 for row in rows for m in row["mean"] if m is None),
@@ -110,7 +113,8 @@ def run_judge(model_dir: str, p: JudgeParams, ep: EngineParams, responses_path: 
     """Stage entry: responses.jsonl in, judgments.jsonl + metrics (+ histogram plot) out."""
     remove_outputs(out_path, metrics_path, *( [hist_path] if hist_path else []))
     rows = load_responses(responses_path)
-    key = fingerprint(p, engine_key(ep), model_fingerprint(model_dir), rows)
+    key = fingerprint(p, judge_template(p.template), engine_key(ep), model_fingerprint(model_dir),
+                      rows)
     engine = make_engine(model_dir, ep, seed=p.seed)
     try:
         out, shard_stats = judge_rows(engine, rows, p, ep.shard_size, out_path, key)

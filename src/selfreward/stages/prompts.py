@@ -10,15 +10,15 @@ from pathlib import Path
 
 from ..engines import Engine, Sampling
 from ..errors import UserError
+from ..filters import INSTRUCTION_REJECTIONS, InstructionFilter
 from ..io import remove_outputs, write_json, write_jsonl
 from ..params import EngineParams, PromptsParams
 from ..prompting import prompt_generation_messages
-from ..seed import load_ift, user_prompt
+from ..seed import load_ift, load_seed_tasks, task_prompt, user_prompt
 from ..shards import ShardStore, fingerprint, finish, model_fingerprint
 
 log = logging.getLogger(__name__)
 
-_WORD = re.compile(r"[a-z0-9]+")
 _LEAD = re.compile(r"^\s*(?:(?:new\s+)?task\s*\d*\s*[:.)-]|\d+\s*[.):-]|[-*#>]+)\s*", re.IGNORECASE)
 _CUT = re.compile(r"\n\s*(?:task\s*\d+|answer|response|output|solution|input|example)\s*[:.]",
                   re.IGNORECASE)
@@ -46,61 +46,6 @@ def clean_prompt(raw: str) -> str:
     return first.strip().strip('"').strip()
 
 
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def rouge_l_f1(a: list[str], b: list[str]) -> float:
-    """ROUGE-L F1 between two token lists (longest common subsequence)."""
-    if not a or not b:
-        return 0.0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0] * (len(b) + 1)
-        for j, y in enumerate(b, start=1):
-            cur[j] = prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1])
-        prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(a), lcs / len(b)
-    return 2 * p * r / (p + r)
-
-
-class PromptFilter:
-    """Self-Instruct filters against a growing pool; `check` returns a reject reason or None."""
-
-    def __init__(self, p: PromptsParams, pool: list[str]) -> None:
-        self.p = p
-        self.pool = [words(x) for x in pool]
-        self.exact = {" ".join(w) for w in self.pool}
-        self.blacklist = [b.lower() for b in p.blacklist]
-
-    def check(self, prompt: str) -> str | None:
-        if not prompt:
-            return "empty"
-        toks = words(prompt)
-        if len(toks) < self.p.min_words:
-            return "too_short"
-        if len(toks) > self.p.max_words:
-            return "too_long"
-        if not prompt[0].isascii() or not prompt[0].isalnum():
-            return "bad_start"
-        low = " " + " ".join(toks) + " "
-        if any(f" {b} " in low for b in self.blacklist):
-            return "blacklist"
-        if " ".join(toks) in self.exact:
-            return "duplicate"
-        if any(rouge_l_f1(toks, other) >= self.p.rouge_threshold for other in self.pool):
-            return "near_duplicate"
-        return None
-
-    def add(self, prompt: str) -> None:
-        toks = words(prompt)
-        self.pool.append(toks)
-        self.exact.add(" ".join(toks))
-
-
 def _shots(rng: random.Random, seed_prompts: list[tuple[str, str]],
            generated: list[tuple[str, str]], p: PromptsParams) -> list[tuple[str, str]]:
     n_gen = min(p.generated_shots, len(generated))
@@ -117,7 +62,7 @@ def generate_prompts(engine: Engine, p: PromptsParams, seed_prompts: list[tuple[
     Each round is one resumable shard; its few-shot examples and seed depend only on the round
     index and the prompts kept before it, so a resumed run repeats the same decisions.
     """
-    filt = PromptFilter(p, [text for _, text in seed_prompts])
+    filt = InstructionFilter(p, [text for _, text in seed_prompts])
     store = ShardStore(output, key)
     kept: list[dict] = []
     reasons: Counter = Counter()
@@ -156,9 +101,7 @@ def generate_prompts(engine: Engine, p: PromptsParams, seed_prompts: list[tuple[
     metrics = {"rounds_resumed": store.resumed, "attempts": attempts, "candidates": candidates,
                "kept": len(kept),
                "keep_rate": round(len(kept) / candidates, 4) if candidates else 0.0,
-               **{f"rejected_{k}": reasons.get(k, 0) for k in
-                  ("empty", "too_short", "too_long", "bad_start", "blacklist", "duplicate",
-                   "near_duplicate")}}
+               **{f"rejected_{k}": reasons.get(k, 0) for k in INSTRUCTION_REJECTIONS}}
     return kept, metrics
 
 
@@ -193,4 +136,43 @@ def run_prompts(model_dir: str, p: PromptsParams, ep: EngineParams, seed_paths: 
     write_jsonl(out_path, kept)
     write_json(metrics_path, metrics)
     finish(out_path)
+    return metrics
+
+
+def run_prompts_from_tasks(p: PromptsParams, tasks_path: str | Path | None, iteration: str,
+                           out_path: str | Path, metrics_path: str | Path) -> dict:
+    """prompts.source=self_instruct: iteration t takes the t-th block of `p.count` tasks.
+
+    The blocks come from one seeded order of the self-instruct tasks, so iterations never share
+    a prompt. A task's prompt is its instruction followed by its first instance's input.
+    """
+    remove_outputs(out_path, metrics_path)
+    if not tasks_path:
+        raise UserError("prompts.source is self_instruct: pass the self-instruct tasks with "
+                        "--self-instruct FILE", field="prompts.source")
+    try:
+        t = int(iteration)
+    except ValueError:
+        t = 0
+    if t < 1:
+        raise UserError(f"must be an integer >= 1 with prompts.source=self_instruct, got "
+                        f"{iteration!r}", field="iteration")
+    tasks = load_seed_tasks(tasks_path)
+    order = list(range(len(tasks)))
+    random.Random(p.seed).shuffle(order)
+    block = order[(t - 1) * p.count:t * p.count]
+    if not block:
+        raise UserError(f"{len(tasks)} self-instruct tasks leave none for iteration {t} at "
+                        f"prompts.count={p.count}; raise self_instruct.count", file=str(tasks_path),
+                        field="prompts.count")
+    rows = [{"id": tasks[i].id, "prompt": task_prompt(tasks[i].instruction,
+                                                      tasks[i].instances[0]["input"]),
+             "shots": []} for i in block]
+    metrics = {"source": "self_instruct", "tasks": len(tasks), "iteration": t,
+               "kept": len(rows)}
+    if len(rows) < p.count:
+        log.warning("prompts: only %d self-instruct tasks left for iteration %d (count %d)",
+                    len(rows), t, p.count)
+    write_jsonl(out_path, rows)
+    write_json(metrics_path, metrics)
     return metrics

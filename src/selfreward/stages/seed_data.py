@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..io import read_jsonl, remove_outputs, require, write_csv, write_json, write_jsonl
 from ..oasst import FirstTurn, first_turns, prompt_key, read_export
 from ..params import EngineParams, JudgeParams, OasstEftParams, OasstJudgeParams, OasstParams
-from ..prompting import template
+from ..prompting import judge_template
 from ..seed import load_ift, user_prompt
 from ..shards import fingerprint, finish, model_fingerprint
 from .judge import judge_metrics, judge_rows, parse_score, strip_score
@@ -108,17 +108,21 @@ def judge_groups(engine, groups: list[dict], jp: JudgeParams, shard_size: int,
     return rows, shard_stats
 
 
-def _judge_params(p: OasstJudgeParams) -> JudgeParams:
-    # The EFT rows need the judge's written justification, so judgments are always sampled.
-    return JudgeParams(mode="sample", samples=p.samples, temperature=p.temperature, top_p=p.top_p,
+def _judge_params(p: OasstJudgeParams, rubric_path: str | None) -> JudgeParams:
+    # The EFT rows need the judge's written justification, so judgments are always sampled; the
+    # rubric is the pipeline's (judge.template), the one sft later renders these rows through.
+    return JudgeParams(mode="sample", template=rubric_path, samples=p.samples,
+                       temperature=p.temperature, top_p=p.top_p,
                        max_new_tokens=p.max_new_tokens, seed=p.seed)
 
 
 def run_seed_judge(p: OasstParams, ep: EngineParams, export: list[str], ift_paths: list[str],
-                   model_dir: str | None, out_path: str | Path,
-                   metrics_path: str | Path) -> dict:
-    """Stage entry: export + IFT file(s) in; judgments of every EFT candidate group out."""
+                   model_dir: str | None, out_path: str | Path, metrics_path: str | Path,
+                   rubric_path: str | None = None) -> dict:
+    """Stage entry: export + IFT file(s) in; judgments of every EFT candidate group out, with
+    the judge template at `rubric_path` (judge.template; None = the packaged one)."""
     remove_outputs(out_path, metrics_path)
+    rubric = judge_template(rubric_path)  # a bad judge.template fails before the model loads
     ift_prompts = {prompt_key(user_prompt(c)) for path in ift_paths for c in load_ift(path)}
     turns, read_stats = first_turns(read_export(export), p.lang)
     jp = p.judge
@@ -141,8 +145,8 @@ def run_seed_judge(p: OasstParams, ep: EngineParams, export: list[str], ift_path
         engine = make_engine(model_dir, ep, seed=jp.seed)
         judge = {"kind": "local", "model": model_dir}
         judge_id = {**judge, "engine": engine_key(ep), "fp": model_fingerprint(model_dir)}
-    judge_p = _judge_params(jp)
-    key = fingerprint(judge_p, judge_id, template("judge"), groups)
+    judge_p = _judge_params(jp, rubric_path)
+    key = fingerprint(judge_p, judge_id, rubric, groups)
     try:
         rows, shard_stats = judge_groups(engine, groups, judge_p, ep.shard_size, out_path, key)
     finally:

@@ -1,4 +1,5 @@
-"""Stage `sft` (M0 -> M1): TRL SFTTrainer on seed IFT plus EFT-train rendered as judge turns."""
+"""Stage `sft` (M0 -> M1): TRL SFTTrainer on seed IFT plus judge turns (EFT-train rendered the way
+the judge is asked, and balanced synthetic relevance turns built from the IFT answers)."""
 
 from __future__ import annotations
 
@@ -9,42 +10,81 @@ from ..errors import UserError
 from ..io import remove_outputs
 from ..models import load_model
 from ..params import SftParams
-from ..seed import Conversation, eft_conversation, load_eft, load_ift
+from ..seed import load_eft, load_ift
 from ..shards import fingerprint, model_fingerprint
-from ..training.common import finish_training, lora_config, trainer_kwargs, training_workdir
+from ..training.common import (
+    finish_training,
+    mixed_precision,
+    trainable_setup,
+    trainer_kwargs,
+    training_workdir,
+)
+from ..training.completion_loss import completion_loss_trainer
+from ..training.sft_data import (
+    SftExample,
+    check_lengths,
+    eft_examples,
+    grouped_order,
+    ift_examples,
+    synthetic_judge_examples,
+)
 
 log = logging.getLogger(__name__)
 
 
-def sft_dataset(ift: list[Conversation], eft: list[Conversation]):
+def sft_dataset(examples: list[SftExample]):
     """Prompt/completion conversational rows, so the loss covers the assistant answer only."""
     from datasets import Dataset
 
-    rows = [{"prompt": c.prompt, "completion": c.completion} for c in ift + eft]
-    return Dataset.from_list(rows)
+    return Dataset.from_list([{"prompt": ex.prompt, "completion": ex.completion}
+                              for ex in examples])
+
+
+def build_examples(p: SftParams, ift_paths: list[str], eft_paths: list[str],
+                   rubric: str | None = None) -> list[SftExample]:
+    """IFT turns, EFT turns in `p.eft_format`, and `p.judge_data` synthetic judge turns, the
+    judge turns rendered with `rubric` (the judge template's text)."""
+    ift = [c for path in ift_paths for c in load_ift(path)]
+    eft = [e for path in eft_paths for e in load_eft(path)]
+    examples = (ift_examples(ift) + eft_examples(eft, p.eft_format, rubric)
+                + synthetic_judge_examples(ift, p.judge_data, rubric))
+    if not examples:
+        raise UserError("no SFT examples: pass --ift and/or --eft files")
+    return examples
 
 
 def run_sft(p: SftParams, model_dir: str | Path, ift_paths: list[str], eft_paths: list[str],
             out_dir: str | Path, metrics_path: str | Path, plot_path: str | Path | None,
-            dtype: str) -> dict:
-    """Fine-tune `model_dir` on the seed data; write M1 to `out_dir`."""
+            dtype: str, rubric: str | None = None) -> dict:
+    """Fine-tune `model_dir` on the seed data; write M1 to `out_dir`. Judge turns use `rubric`,
+    the text of the judge template the judge stage will ask with (default: the packaged one)."""
     from trl import SFTConfig, SFTTrainer
 
     remove_outputs(out_dir, metrics_path)
-    ift = [c for path in ift_paths for c in load_ift(path)]
-    eft = [eft_conversation(e) for path in eft_paths for e in load_eft(path)]
-    if not ift and not eft:
-        raise UserError("no SFT examples: pass --ift and/or --eft files")
+    examples = build_examples(p, ift_paths, eft_paths, rubric)
     model, tok = load_model(model_dir, dtype="float32", for_training=True)
-    dataset = sft_dataset(ift, eft)
+    counts = check_lengths(tok, examples, p.max_length)
+    peft_config, trainable = trainable_setup(model, p, "sft")
+    args = {}
+    if p.batching == "grouped":  # the epochs are laid out in the dataset, read in order
+        examples = grouped_order(examples, p.epochs, p.seed)
+        args = {"num_train_epochs": 1, "train_sampling_strategy": "sequential"}
+    dataset = sft_dataset(examples)
     key = fingerprint(p, model_fingerprint(model_dir), dataset.to_list())
     with training_workdir(p, out_dir, key) as (work, resume):
-        config = SFTConfig(**trainer_kwargs(p, work), max_length=p.max_length,
+        config = SFTConfig(**{**trainer_kwargs(p, work), **args}, max_length=p.max_length,
                            completion_only_loss=True, packing=False,
                            dataset_num_proc=None)
-        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
-                             processing_class=tok, peft_config=lora_config(p.lora))
-        log.info("SFT on %d IFT + %d EFT examples", len(ift), len(eft))
+        trainer = completion_loss_trainer(SFTTrainer, p.loss_normalization)(
+            model=model, args=config, train_dataset=dataset, processing_class=tok,
+            peft_config=peft_config)
+        log.info("SFT on %s", ", ".join(f"{c['examples']} {kind}" for kind, c in counts.items()))
         trainer.train(resume_from_checkpoint=resume)
-        return finish_training(trainer, tok, out_dir, dtype, metrics_path, plot_path,
-                               {"ift_examples": len(ift), "eft_examples": len(eft)})
+        extra = {"examples": counts, "eft_format": p.eft_format,
+                 "loss_normalization": p.loss_normalization, "batching": p.batching,
+                 "ift_examples": counts.get("ift", {}).get("examples", 0),
+                 "eft_examples": counts.get("eft", {}).get("examples", 0),
+                 "precision": mixed_precision(p.precision),
+                 **trainable}
+        return finish_training(trainer, tok, model_dir, out_dir, dtype, metrics_path, plot_path,
+                               extra)

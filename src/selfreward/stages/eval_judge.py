@@ -1,0 +1,186 @@
+"""A model as judge: agreement with human scores on a grouped EFT set, the relevance check (an
+answer to the prompt vs an answer to another prompt), and accuracy on any preference-pair file.
+
+All scoring goes through the pipeline's own `judge_rows`, so what is measured is the judge the
+self-rewarding loop uses (same template, same mode, same engine).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from ..engines import make_engine
+from ..errors import UserError
+from ..evaluation import (
+    derangement,
+    grouped_accuracy_ci,
+    judge_agreement,
+    pair_accuracy,
+    score_spread,
+    wilson_interval,
+)
+from ..io import read_jsonl, remove_outputs, write_json
+from ..params import JudgeParams, Params
+from ..prompting import judge_template
+from ..seed import JudgeExample, load_eft
+from ..shards import fingerprint, finish
+from .judge import judge_rows
+
+log = logging.getLogger(__name__)
+
+RELEVANT_SCORE = 3  # EFT answers at least this good stand in as "an answer to the prompt"
+
+
+def score_with_judge(engine, prompts: list[str], responses: list[list[str]], jp: JudgeParams,
+                     shard_size: int, work: Path) -> list[list[float | None]]:
+    """Mean judge score of every response, through the pipeline's own `judge_rows`."""
+    rows = [{"id": str(i), "prompt": p, "responses": r}
+            for i, (p, r) in enumerate(zip(prompts, responses))]
+    key = fingerprint(jp, judge_template(jp.template), [r["responses"] for r in rows],
+                      [r["prompt"] for r in rows])
+    out, _ = judge_rows(engine, rows, jp, shard_size, work, key)
+    finish(work)
+    return [row["mean"] for row in out]
+
+
+def eft_agreement(engine, examples: list[JudgeExample], jp: JudgeParams, shard_size: int,
+                  work: Path, seed: int = 0) -> tuple[dict, list[dict]]:
+    """Agreement with human scores on a grouped EFT set (with a group-bootstrap interval of the
+    pairwise accuracy and the spread of the scores); also the per-example scores."""
+    by_prompt: dict[tuple[str, str], list[int]] = {}
+    for i, ex in enumerate(examples):  # one judge row per (group, prompt): the rubric sees one
+        by_prompt.setdefault((ex.group, ex.prompt), []).append(i)
+    keys = list(by_prompt)
+    means = score_with_judge(engine, [k[1] for k in keys],
+                             [[examples[i].response for i in by_prompt[k]] for k in keys],
+                             jp, shard_size, work)
+    model: list[float | None] = [None] * len(examples)
+    for k, row in zip(keys, means):
+        for i, m in zip(by_prompt[k], row):
+            model[i] = m
+    human, groups = [ex.score for ex in examples], [ex.group for ex in examples]
+    metrics = judge_agreement(model, human, groups)
+    metrics["pairwise_accuracy_ci"] = grouped_accuracy_ci(model, human, groups, seed)
+    metrics["spread"] = score_spread(model)
+    rows = [{"group": ex.group, "source": ex.source, "human": ex.score, "model": m}
+            for ex, m in zip(examples, model)]
+    return metrics, rows
+
+
+def relevance_check(engine, items: list[dict], jp: JudgeParams, shard_size: int,
+                    work: Path) -> tuple[dict, list[dict]]:
+    """Score each prompt's own answer and another prompt's answer; accuracy = share of prompts
+    whose own answer scores higher (ties count as misses), with its Wilson interval."""
+    means = score_with_judge(engine, [it["prompt"] for it in items],
+                             [[it["chosen"], it["rejected"]] for it in items], jp, shard_size,
+                             work)
+    metrics = relevance_metrics([(m[0], m[1]) for m in means])
+    rows = [{**{k: v for k, v in it.items() if k not in ("chosen", "rejected")},
+             "own_score": m[0], "other_score": m[1]} for it, m in zip(items, means)]
+    return metrics, rows
+
+
+def relevance_metrics(scores: list[tuple[float | None, float | None]]) -> dict:
+    """Pair accuracy of (own answer, other prompt's answer) scores, with its Wilson interval."""
+    acc = pair_accuracy(scores)
+    acc["accuracy_ci"] = wilson_interval(acc["agree"], acc["pairs"])
+    return acc
+
+
+def eft_relevance_items(examples: list[JudgeExample], seed: int = 0) -> list[dict]:
+    """Relevance items from a grouped EFT file: each good answer (human score >= 3) under its own
+    prompt vs a good answer of another group (a seeded derangement of the groups)."""
+    groups: dict[str, list[JudgeExample]] = {}
+    for ex in examples:
+        if ex.score >= RELEVANT_SCORE:
+            groups.setdefault(ex.group, []).append(ex)
+    names = sorted(groups)
+    if len(names) < 2:
+        return []
+    other = derangement(len(names), seed)
+    items = []
+    for g, own in enumerate(names):
+        others = groups[names[other[g]]]
+        for k, ex in enumerate(groups[own]):
+            items.append({"prompt": ex.prompt, "chosen": ex.response,
+                          "rejected": others[k % len(others)].response, "group": own,
+                          "other": names[other[g]]})
+    return items
+
+
+def _text(value, file: str, line: int, key: str, role: str) -> str:
+    """A pair field as text: a string, a message {role, content}, or a list of messages."""
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        texts = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == role]
+        if not texts or not isinstance(texts[-1], str) or not texts[-1].strip():
+            raise UserError(f"no non-empty '{role}' message", file=file, line=line, field=key)
+        return texts[-1]
+    if isinstance(value, str) and value.strip():
+        return value
+    raise UserError("expected a non-empty string or chat messages", file=file, line=line,
+                    field=key)
+
+
+def load_preference_pairs(path: str | Path) -> list[dict]:
+    """`{prompt, chosen, rejected}` rows (plain strings or TRL conversational), validated."""
+    file = str(path)
+    p = Path(path)
+    if p.is_file() and not p.read_text(encoding="utf-8").strip():
+        raise UserError("file is empty: expected one {prompt, chosen, rejected} object per line",
+                        file=file, line=1)
+    out = []
+    for line, obj in read_jsonl(path):
+        for key in ("prompt", "chosen", "rejected"):
+            if key not in obj:
+                raise UserError("missing required field", file=file, line=line, field=key)
+        out.append({"line": line,
+                    "prompt": _text(obj["prompt"], file, line, "prompt", "user"),
+                    "chosen": _text(obj["chosen"], file, line, "chosen", "assistant"),
+                    "rejected": _text(obj["rejected"], file, line, "rejected", "assistant")})
+    return out
+
+
+def pairs_agreement(engine, pairs: list[dict], jp: JudgeParams, shard_size: int,
+                    work: Path) -> dict:
+    """Pairwise accuracy of the judge on chosen/rejected pairs (ties counted separately)."""
+    means = score_with_judge(engine, [p["prompt"] for p in pairs],
+                             [[p["chosen"], p["rejected"]] for p in pairs], jp, shard_size, work)
+    return relevance_metrics([(m[0], m[1]) for m in means])
+
+
+def run_eval_judge(model_dir: str, params: Params, eft_path: str | None, pairs_path: str | None,
+                   out_path: str | None) -> dict:
+    """CLI entry: a model's agreement with an EFT file (plus the relevance check built from it)
+    and/or a preference-pairs file."""
+    if not eft_path and not pairs_path:
+        raise UserError("give --eft FILE and/or --pairs FILE")
+    examples = load_eft(eft_path) if eft_path else None
+    pairs = load_preference_pairs(pairs_path) if pairs_path else None
+    if out_path:
+        remove_outputs(out_path)
+    result: dict = {"model": model_dir, "judge_mode": params.judge.mode}
+    shard_size, seed = params.engine.shard_size, params.eval.seed
+    engine = make_engine(model_dir, params.engine, seed=params.judge.seed)
+    try:
+        with tempfile.TemporaryDirectory(prefix="selfreward-eval-judge-") as tmp:
+            if examples is not None:
+                result["eft"], _ = eft_agreement(engine, examples, params.judge, shard_size,
+                                                 Path(tmp) / "eft", seed)
+                items = eft_relevance_items(examples, seed)
+                if items:
+                    result["eft_relevance"], _ = relevance_check(
+                        engine, items, params.judge, shard_size, Path(tmp) / "relevance")
+                result["eft_file"] = eft_path
+            if pairs is not None:
+                result["pairs"] = pairs_agreement(engine, pairs, params.judge, shard_size,
+                                                  Path(tmp) / "pairs")
+                result["pairs_file"] = pairs_path
+    finally:
+        engine.close()
+    if out_path:
+        write_json(out_path, result)
+    return result

@@ -1,0 +1,68 @@
+"""The fixed evaluation judge (eval.judge, or eval.judge_endpoint) scoring answers pointwise with
+the pipeline's rubric: one answer at a time, so there is no slot for it to be biased towards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..endpoint import ChatEndpoint
+from ..engines import make_engine
+from ..params import Params
+from ..prompting import judge_messages, judge_template
+from .eval_judge import score_with_judge
+from .judge import parse_score
+
+
+def make_endpoint(params: Params) -> ChatEndpoint:
+    """The OpenAI-compatible endpoint of eval.* (key read from the env variable it names)."""
+    ep = params.eval
+    return ChatEndpoint(ep.judge_endpoint, ep.endpoint_model, ep.api_key_env,
+                        timeout=ep.endpoint_timeout, retries=ep.endpoint_retries,
+                        concurrency=ep.endpoint_concurrency)
+
+
+class LocalPointwiseJudge:
+    """A local checkpoint scoring with the judge stage's own code (judge.* params)."""
+
+    def __init__(self, model_dir: str, params: Params) -> None:
+        self.params = params
+        self.engine = make_engine(model_dir, params.engine, seed=params.judge.seed)
+
+    def score(self, prompts: list[str], answers: list[str], work: Path) -> list[float | None]:
+        means = score_with_judge(self.engine, prompts, [[a] for a in answers], self.params.judge,
+                                 self.params.engine.shard_size, work)
+        return [m[0] for m in means]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class EndpointPointwiseJudge:
+    """An endpoint answering the judge template; the last `Score: n` of its reply is parsed."""
+
+    def __init__(self, endpoint: ChatEndpoint, max_new_tokens: int, seed: int,
+                 rubric: str) -> None:
+        self.endpoint, self.max_new_tokens, self.seed = endpoint, max_new_tokens, seed
+        self.rubric = rubric
+
+    def score(self, prompts: list[str], answers: list[str], work: Path) -> list[float | None]:
+        chats = [judge_messages(p, a, self.rubric) for p, a in zip(prompts, answers)]
+        texts = self.endpoint.complete_many(chats, max_tokens=self.max_new_tokens,
+                                            seed=self.seed)
+        return [parse_score(t) for t in texts]
+
+    def close(self) -> None:
+        pass
+
+
+def make_pointwise_judge(params: Params, judge_dir: str | None = None):
+    """(judge, description without secrets): the endpoint when eval.judge_endpoint is set, else
+    the local checkpoint `judge_dir` (default eval.judge)."""
+    ep = params.eval
+    if ep.judge_endpoint:
+        endpoint = make_endpoint(params)
+        return (EndpointPointwiseJudge(endpoint, ep.judge_max_new_tokens, ep.seed,
+                                       judge_template(params.judge.template)),
+                {"kind": "endpoint", "url": endpoint.url, "model": ep.endpoint_model})
+    judge_dir = judge_dir or ep.judge
+    return LocalPointwiseJudge(judge_dir, params), {"kind": "local", "model": judge_dir}
