@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,30 @@ def test_bad_export_exits_2_with_file_line_field_and_writes_nothing(tmp_path, li
     assert res.output.count("Error") == 1 and "Traceback" not in res.output
     assert not out.exists() and not metrics.exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("lineno, change, message", [
+    (3, _set("role", "moderator"), "export.jsonl:3: field 'role': unknown role 'moderator'"),
+    (2, _set("rank", "2nd"), "export.jsonl:2: field 'rank': rank must be a whole number"),
+])
+def test_bad_export_stops_the_judge_command_too(tmp_path, lineno, change, message):
+    """The real `selfreward` process: exit 2, one line naming file:line:field, no traceback;
+    outputs a previous run left behind are gone, nothing new is written."""
+    export = _bad(tmp_path, lineno, change)
+    ift, out = tmp_path / "ift.jsonl", tmp_path / "out"
+    ift.write_text('{"messages": [{"role": "user", "content": "Hi"}, '
+                   '{"role": "assistant", "content": "Hello"}]}\n')
+    out.mkdir()
+    (out / "judgments.jsonl").write_text("stale\n")
+    proc = subprocess.run([sys.executable, "-m", "selfreward.cli", "seed-data", "judge",
+                           "--params", str(tmp_path / "p.yaml"), "--export", str(export),
+                           "--ift", str(ift), "--model", str(tmp_path / "no-model"),
+                           "--out", str(out / "judgments.jsonl"),
+                           "--metrics", str(out / "judge.json")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(out.iterdir())
 
 
 @pytest.fixture(autouse=True)

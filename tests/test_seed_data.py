@@ -6,6 +6,7 @@ the three commands end to end against a local OpenAI-compatible judge server."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from fakes import ScriptedEngine
+from test_seed_pipeline import stage_deps
 
+from selfreward import prompting
 from selfreward.cli import main
 from selfreward.oasst import first_turns, prompt_key, read_export
 from selfreward.params import JudgeParams, OasstEftParams
@@ -29,6 +32,7 @@ from selfreward.stages.seed_data import (
 )
 
 FIXTURE = Path(__file__).parent / "data" / "oasst_messages.jsonl"
+TEMPLATES = Path(prompting.__file__).parent / "templates"
 IFT_COUNT, IFT_SEED = 2, 2  # random.Random(2) picks candidates 0 and 5 of 6: a0 and k0
 
 # The fake judge: K=3 judgments per reply, keyed by the reply's text.
@@ -192,10 +196,25 @@ def test_agreement_filter_split_and_rebalancing_with_ties_allowed(turns, tmp_pat
                     "eval": [0, 0, 0, 0, 2, 0]}
     assert (stats["rebalanced_score"], stats["rebalanced_away"]) == (4, 1)
     assert stats["train_examples_before_rebalance"] == 6 and stats["train_examples"] == 5
-    by_id = {e["message_id"]: e for e in train}
-    assert set(by_id) in ({"b4", "h1", "h2", "h3", "h4"}, {"b2", "b4", "h1", "h3", "h4"})
-    assert by_id["h1"]["justification"] == "Excellent." and by_id["h1"]["score"] == 5
-    assert by_id["h1"]["judge_scores"] == [5.0, 4.5, 5.0]
+    # The fours are train rows 0 (b2) and 3 (h2); random.Random(0).sample([0, 3], 1) == [3].
+    egg, sleep = "How do I boil an egg?", "Give me three tips for better sleep."
+    assert train == [
+        {"prompt": egg, "response": "Put the egg in boiling water for about nine minutes, then "
+         "cool it in cold water.", "justification": "Detailed and correct.", "score": 4,
+         "group": "b0", "human_rank": 1, "message_id": "b2", "judge_scores": [4.0, 4.0, 3.0]},
+        {"prompt": egg, "response": "Eggs are laid by hens.", "justification": "Off topic.",
+         "score": 1, "group": "b0", "human_rank": 3, "message_id": "b4",
+         "judge_scores": [1.0, 1.0, 1.0]},
+        {"prompt": sleep, "response": "1. Keep a fixed bedtime. 2. Avoid screens for an hour "
+         "before bed. 3. Keep the bedroom cool and dark.", "justification": "Excellent.",
+         "score": 5, "group": "h0", "human_rank": 0, "message_id": "h1",
+         "judge_scores": [5.0, 4.5, 5.0]},
+        {"prompt": sleep, "response": "Sleep is important for health.", "justification": "Vague.",
+         "score": 2, "group": "h0", "human_rank": 2, "message_id": "h3",
+         "judge_scores": [2.0, 2.0, 2.0]},
+        {"prompt": sleep, "response": "Just stay awake.", "justification": "Harmful advice.",
+         "score": 0, "group": "h0", "human_rank": 3, "message_id": "h4",
+         "judge_scores": [0.0, 0.0, 0.0]}]
 
 
 def test_rebalance_caps_only_the_most_common_score():
@@ -241,6 +260,31 @@ def test_judgment_pass_resumes_after_a_crash(turns, tmp_path):
 
 
 # -- the three commands, with an OpenAI-compatible judge on 127.0.0.1 ---------------------------
+_opened: list[str] | None = None  # files opened while a command runs (None: not recording)
+
+
+def _record_opens(event: str, args: tuple) -> None:
+    if event == "open" and _opened is not None and isinstance(args[0], str | Path):
+        _opened.append(str(Path(args[0]).resolve()))
+
+
+sys.addaudithook(_record_opens)  # audit hooks stay for the process; recording is switched
+
+
+def templates_read(invoke) -> set[str]:
+    """The template files (packaged, or anywhere named *.txt) a command opens while it runs."""
+    global _opened
+    prompting.template.cache_clear()
+    prompting.judge_template.cache_clear()
+    _opened = []
+    try:
+        result = invoke()
+    finally:
+        opened, _opened = _opened, None
+    assert result.exit_code == 0, result.output
+    return {p for p in opened if p.endswith(".txt")}
+
+
 class FakeJudgeServer(BaseHTTPRequestHandler):
     """Chat completions answering the judge prompt from JUDGMENTS; sample k = request seed % 3."""
 
@@ -274,9 +318,11 @@ def judge_server():
 
 def test_commands_end_to_end_with_an_endpoint_judge(tmp_path, judge_server, turns):
     url, srv = judge_server
-    params = tmp_path / "params.yaml"
+    params, rubric = tmp_path / "params.yaml", tmp_path / "rubric.txt"
+    rubric.write_text((TEMPLATES / "judge_compact.txt").read_text())
     params.write_text(f"""
 engine: {{shard_size: 16}}  # one shard: sample j is sent with seed j
+judge: {{template: {rubric}}}
 oasst:
   lang: en
   ift: {{count: {IFT_COUNT}, seed: {IFT_SEED}}}
@@ -284,30 +330,33 @@ oasst:
   eft: {{ties: allow, max_score_share: 0.2, eval_fraction: 0.34, seed: 0}}
 """)
     runner, out = CliRunner(), tmp_path / "out"
-    res = runner.invoke(main, ["seed-data", "ift", "--params", str(params), "--export",
-                               str(FIXTURE), "--out", str(out / "ift.jsonl"),
-                               "--metrics", str(out / "ift.json")])
-    assert res.exit_code == 0, res.output
+    read = {"ift": templates_read(lambda: runner.invoke(main, [
+        "seed-data", "ift", "--params", str(params), "--export", str(FIXTURE),
+        "--out", str(out / "ift.jsonl"), "--metrics", str(out / "ift.json")]))}
     assert [c.prompt[0]["content"] for c in load_ift(out / "ift.jsonl")] == [
         "What is the capital of France?", "What is 7 times 8?"]
     ift_metrics = json.loads((out / "ift.json").read_text())
     assert ift_metrics == {**turns[1], "prompts_without_rank0_reply": 2, "ift_candidates": 6,
                            "ift_examples": 2}
-    res = runner.invoke(main, ["seed-data", "judge", "--params", str(params), "--export",
-                               str(FIXTURE), "--ift", str(out / "ift.jsonl"),
-                               "--out", str(out / "judgments.jsonl"),
-                               "--metrics", str(out / "judge.json")])
-    assert res.exit_code == 0, res.output
+    read["judge"] = templates_read(lambda: runner.invoke(main, [
+        "seed-data", "judge", "--params", str(params), "--export", str(FIXTURE),
+        "--ift", str(out / "ift.jsonl"), "--out", str(out / "judgments.jsonl"),
+        "--metrics", str(out / "judge.json")]))
     assert len(srv.requests) == 13 * 3  # one request per reply and sample (2+2+4+3+2 replies)
     assert sorted(r["seed"] for r in srv.requests) == [0] * 13 + [1] * 13 + [2] * 13
     judge = json.loads((out / "judge.json").read_text())
     assert judge["groups_judged"] == 5 and judge["judge"]["kind"] == "endpoint"
     assert judge["endpoint_usage"]["requests"] == 39
-    res = runner.invoke(main, ["seed-data", "eft", "--params", str(params), "--judgments",
-                               str(out / "judgments.jsonl"), "--train", str(out / "train.jsonl"),
-                               "--eval", str(out / "eval.jsonl"), "--metrics",
-                               str(out / "eft.json"), "--hist", str(out / "hist.csv")])
-    assert res.exit_code == 0, res.output
+    read["eft"] = templates_read(lambda: runner.invoke(main, [
+        "seed-data", "eft", "--params", str(params), "--judgments", str(out / "judgments.jsonl"),
+        "--train", str(out / "train.jsonl"), "--eval", str(out / "eval.jsonl"),
+        "--metrics", str(out / "eft.json"), "--hist", str(out / "hist.csv")]))
+    # The only template the commands read is the judge's rubric (judge.template), which
+    # seed_judge lists in dvc.yaml as ${judge.template}; no packaged template is read.
+    assert read == {"ift": set(), "judge": {str(rubric.resolve())}, "eft": set()}
+    assert "${judge.template}" in stage_deps("seed_judge")
+    assert not any(d.startswith("src/selfreward/templates/") for d in
+                   stage_deps("seed_ift") + stage_deps("seed_judge") + stage_deps("seed_eft"))
     # Identical to the in-process build: the endpoint sees the same judge prompts.
     train, held, stats = build_eft(_judged(turns, tmp_path),
                                    OasstEftParams(ties="allow", max_score_share=0.2,
