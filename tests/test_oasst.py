@@ -194,6 +194,8 @@ def test_missing_file_and_empty_directory(tmp_path):
     ("oasst: {judge: {min_replies: 1}}\n", "field 'oasst.judge.min_replies'"),
     ("oasst:\n  exports: {\"my export\": x.jsonl}\n", "p.yaml:2: field 'oasst.exports.my export'"),
     ("seed_data: {ift: 3}\n", "field 'seed_data.ift': expected string"),
+    ("oasst:\n  exports: {o1: data/oasst/o1/train.parquet}\n",
+     "p.yaml:2: field 'oasst.exports.o1': the export lies in data/oasst/o1/"),
 ])
 def test_bad_oasst_params(tmp_path, text, message):
     (tmp_path / "p.yaml").write_text(text)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from fakes import ScriptedEngine
-from test_seed_pipeline import stage_deps
+from test_seed_pipeline import stage_cmd, stage_deps
 
 from selfreward import prompting
 from selfreward.cli import main
@@ -370,3 +370,19 @@ oasst:
     assert [e.group for e in load_eft(out / "eval.jsonl")] == ["e0", "e0"]
     assert len(load_eft(out / "train.jsonl")) == 5
     assert not list(out.glob("*.shards"))
+
+
+def test_seed_sft_trains_on_ift_only_even_with_sft_self_instruct(tmp_path):
+    """seed_sft runs `sft --no-self-instruct`: the paper's SFT baseline never needs the
+    self-instruct messages, so it gets past that check to loading the model."""
+    params, ift = tmp_path / "p.yaml", tmp_path / "ift.jsonl"
+    params.write_text("sft: {self_instruct: true}\nself_instruct: {enabled: true}\n")
+    ift.write_text('{"messages": [{"role": "user", "content": "Hi"}, '
+                   '{"role": "assistant", "content": "Hello"}]}\n')
+    args = ["sft", "--params", str(params), "--model", str(tmp_path / "none"), "--ift", str(ift),
+            "--out", str(tmp_path / "o"), "--metrics", str(tmp_path / "m.json")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "--self-instruct FILE" in res.output
+    res = CliRunner().invoke(main, [*args, "--no-self-instruct"])
+    assert res.exit_code == 2 and "not a model checkpoint" in res.output, res.output
+    assert "--no-self-instruct" in stage_cmd("seed_sft")

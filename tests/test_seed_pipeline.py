@@ -72,7 +72,9 @@ def test_seed_stages_then_sft_in_dvc_repro(tmp_path, scripted_model):
         eft["groups"]
     assert eft["train_groups"] >= 1 and eft["eval_groups"] >= 1
     # The counts per reason are DVC metrics: `dvc metrics show` lists them.
-    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json"))
+    shown, _ = json.JSONDecoder().raw_decode(run(
+        repo, "dvc", "metrics", "show", "--json", *(f"metrics/seed/fix/{n}.json" for n in
+                                                    ("ift", "judge", "eft"))))
     shown = {path: m["data"] for path, m in shown[""]["data"].items()}
     assert {k: shown["metrics/seed/fix/ift.json"][k] for k in (
         "messages_read", "trees", "other_language", "deleted", "failed_review",
@@ -180,6 +182,10 @@ def command_modules(function: str) -> set[str]:
 def stage_deps(stage: str) -> list[str]:
     """The deps of a foreach stage in the project's dvc.yaml, as written (${...} unresolved)."""
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["do"]["deps"]
+
+
+def stage_cmd(stage: str) -> str:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["do"]["cmd"]
 
 
 def covered(path: str, deps: list[str]) -> bool:

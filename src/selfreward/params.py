@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -597,6 +598,11 @@ def _check_oasst(p: OasstParams, where: dict) -> None:
     for name in p.exports:  # each becomes a DVC stage name suffix and a directory name
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             bad(f"oasst.exports.{name}", "export names may use letters, digits, _ and - only")
+        outputs = f"data/oasst/{name}"  # dvc.yaml writes the built seed data there
+        source = os.path.normpath(str(p.exports[name]))
+        if source == outputs or source.startswith(outputs + "/"):
+            bad(f"oasst.exports.{name}", f"the export lies in {outputs}/, where the seed stages "
+                "write their outputs: put it elsewhere (e.g. data/oasst/<file or other dir>)")
     for key, value in {"oasst.judge.samples": p.judge.samples,
                        "oasst.judge.max_new_tokens": p.judge.max_new_tokens,
                        "oasst.judge.endpoint_timeout": p.judge.endpoint_timeout,
