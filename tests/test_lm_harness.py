@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
+from selfreward.ifeval import score_response
 from selfreward.lm_harness import lm_eval_command, task_scores
 from selfreward.params import load_params
 
@@ -77,9 +78,6 @@ def test_not_a_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="not yet run green: a first try (task added through `include:` of the "
-                  "official yaml) failed with 'Tasks not found: team_ifeval'; this version "
-                  "(own yaml + utils shim) is unverified")
 def test_real_harness_run_on_team_prompts(tiny_model, tmp_path):
     """lm_eval itself (HF backend, CPU, offline) runs IFEval's task code on the team's prompts:
     the harness path `selfreward lm-eval` drives, end to end."""
@@ -95,15 +93,17 @@ def test_real_harness_run_on_team_prompts(tiny_model, tmp_path):
         "doc_to_text: prompt\ndoc_to_target: 0\n"
         "generation_kwargs:\n  until: []\n  do_sample: false\n  temperature: 0.0\n"
         "  max_gen_toks: 4\nprocess_results: !function utils.process_results\nmetric_list:\n"
-        + metric.format(name="prompt_level_strict_acc", agg="mean")
-        + metric.format(name="inst_level_strict_acc", agg="!function utils.agg_inst_level_acc")
+        + "".join(metric.format(name=f"prompt_level_{kind}_acc", agg="mean")
+                  + metric.format(name=f"inst_level_{kind}_acc",
+                                  agg="!function utils.agg_inst_level_acc")
+                  for kind in ("strict", "loose"))
         + "metadata:\n  version: 4.0\n")
     params = tmp_path / "params.yaml"
     params.write_text("lm_eval: {tasks: [team_ifeval], limit: 3, batch_size: '1', "
                       "apply_chat_template: false, model_args: ''}\n")
     p = load_params(params)
     cmd = lm_eval_command(str(tiny_model), p.lm_eval, p.engine, tmp_path / "out")
-    cmd += ["--include_path", str(tasks)]
+    cmd += ["--include_path", str(tasks), "--log_samples"]
     from selfreward.ifeval import install_punkt_english
 
     env = {"NLTK_DATA": install_punkt_english(), "HF_HUB_OFFLINE": "1",
@@ -114,3 +114,12 @@ def test_real_harness_run_on_team_prompts(tiny_model, tmp_path):
     found = list((tmp_path / "out").rglob("results_*.json"))
     scores = task_scores(json.loads(found[0].read_text()))
     assert 0.0 <= scores["team_ifeval"]["prompt_level_strict_acc"] <= 1.0
+    # the harness and the pipeline's own IFEval stage give the same verdicts on the same answers
+    samples = [json.loads(line) for f in (tmp_path / "out").rglob("samples_team_ifeval*.jsonl")
+               for line in f.read_text().splitlines()]
+    assert len(samples) == 3
+    for sample in samples:
+        verdict = score_response(sample["doc"], sample["filtered_resps"][0])
+        assert verdict["strict"] == [bool(v) for v in sample["inst_level_strict_acc"]]
+        assert verdict["loose"] == [bool(v) for v in sample["inst_level_loose_acc"]]
+        assert all(verdict["strict"]) == bool(sample["prompt_level_strict_acc"])
