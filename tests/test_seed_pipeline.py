@@ -17,7 +17,6 @@ FIXTURE = Path(__file__).parent / "data" / "oasst_messages.jsonl"
 OUT = "data/oasst/fix"
 
 SEED_PARAMS = _merge(TINY_PARAMS, {
-    "sft": {"train_layers": 0},  # the CPU profile trains SmolLM2's top 10 blocks; this has 2
     "seed_data": {"ift": f"{OUT}/ift.jsonl", "eft_train": f"{OUT}/eft_train.jsonl",
                   "eft_eval": f"{OUT}/eft_eval.jsonl"},
     "engine": {"batch_size": 64},  # the judge pass: 2 batches instead of 10

@@ -244,6 +244,7 @@ class AlpacaEvalParams:
     annotator: str = "weighted_alpaca_eval_gpt4_turbo"  # length-controlled AlpacaEval 2.0
     api_key_env: str = "OPENAI_API_KEY"  # NAME of the env variable with the annotator's key
     base_url: str | None = None  # OpenAI-compatible base URL (null = OpenAI)
+    models: list[str] = field(default_factory=list)  # e.g. [m1, m2, m3]; [] = stages off
 
 
 @dataclass
@@ -258,6 +259,7 @@ class LmEvalParams:
     apply_chat_template: bool = True
     model_args: str = ""  # extra lm_eval --model_args, e.g. "gpu_memory_utilization=0.8"
     seed: int = 0
+    models: list[str] = field(default_factory=list)  # e.g. [m0, m1, m2, m3]; [] = stages off
 
 
 @dataclass
@@ -542,6 +544,11 @@ def _check_ranges(p: Params, where: dict) -> None:
                        ("lm_eval.limit", p.lm_eval.limit)):
         if value < 0:
             bad(key, f"must be >= 0, got {value}")
+    for key, names in (("alpaca_eval.models", p.alpaca_eval.models),
+                       ("lm_eval.models", p.lm_eval.models)):
+        wrong = [n for n in names if not re.fullmatch(r"m\d+", str(n))]
+        if wrong or len(set(names)) != len(names):
+            bad(key, f"must list distinct model names m0, m1, … (models/<name>), got {names}")
     for key in ("prompts.top_p", "responses.top_p", "judge.top_p", "eval.top_p"):
         stage, name = key.split(".")
         if not 0 < getattr(getattr(p, stage), name) <= 1:

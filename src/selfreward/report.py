@@ -294,8 +294,8 @@ def render_markdown(sft: dict, its: list[dict], models: list[dict], charts: list
             [[str(r["iteration"]), f"M{r['iteration'] + 1} vs {name}",
               _interval(r[f"win_rate_vs_{side}"], r[f"win_rate_vs_{side}_ci_low"],
                         r[f"win_rate_vs_{side}_ci_high"]),
-              _fmt(r[f"win_pct_vs_{side}"]), _fmt(r[f"tie_pct_vs_{side}"]),
-              _fmt(r[f"loss_pct_vs_{side}"]), _fmt(r[f"n_vs_{side}"]),
+              *(DASH if r[f"{k}_pct_vs_{side}"] is None else f"{r[f'{k}_pct_vs_{side}']:.1f}"
+                for k in ("win", "tie", "loss")), _fmt(r[f"n_vs_{side}"]),
               _fmt(r[f"first_slot_rate_vs_{side}"])
               + (" (biased)" if r[f"position_biased_vs_{side}"] else "")]
              for r in its for side, name in (("prev", f"M{r['iteration']}"), ("sft", "M1"))

@@ -106,7 +106,7 @@ def benchmarks_markdown(ifeval: list[dict], alpaca: list[tuple[int, dict]],
                           _num(m.get("paper_win_rate", PAPER_WIN_RATE.get(f"M{k}"))),
                           str(m.get("annotator", DASH))] for k, m in alpaca])
     else:
-        lines.append("Not run (optional: `dvc repro pipelines/benchmarks/dvc.yaml`, needs the "
+        lines.append("Not run (optional: list models in `alpaca_eval.models`, needs the "
                      "annotator's API key). Paper: " + ", ".join(
                          f"{k} {v} %" for k, v in PAPER_WIN_RATE.items()) + ".")
     if lm_eval:
