@@ -79,6 +79,8 @@ def eval_dir(path: Path, answers: dict[str, str]) -> Path:
     write_jsonl(path / "answers.jsonl",
                 [{"id": i, "prompt": f"Question {i}?", "answer": a, "words": len(a.split()),
                   "tokens": len(a.split())} for i, a in answers.items()])
+    write_jsonl(path / "fixed_judge_scores.jsonl",  # the fixed judge's pointwise scores
+                [{"id": i, "score": 4.0 if "GOOD" in a else 1.0} for i, a in answers.items()])
     write_json(path / "summary.json", {"model": str(path), "prompts": len(answers),
                                        "length": {"mean_words": 2.0}})
     return path
@@ -110,6 +112,9 @@ def test_evaluate_with_endpoint_judge(server, tmp_path, monkeypatch, caplog):
     assert m["judge"] == {"kind": "endpoint", "url": url(server) + "/chat/completions",
                           "model": "judge-9"}
     assert m["endpoint_usage"]["requests"] == 16 and m["endpoint_usage"]["prompt_tokens"] == 1600
+    # pointwise view of the same answers: M3 has 2 GOOD of 4, M2 has 2 -> gain 0
+    assert m["fixed_judge_gain"]["vs_prev"]["gain"] == 0.0
+    assert m["answers_changed"] == {"prompts": 4, "changed": 3, "share": 0.75}  # c: same text
 
     reqs = server.requests
     assert len(reqs) == 16  # 2 opponents x 4 prompts x 2 orders
