@@ -55,6 +55,75 @@ def base(params_file: str, out: str, metrics: str) -> None:
     make_base(p.base, out, metrics)
 
 
+@main.group("seed-data")
+def seed_data() -> None:
+    """Seed IFT and EFT data built from an Open Assistant export, as the paper built them.
+
+    An export is a flat-message .jsonl, .jsonl.gz or .parquet file (oasst1 / oasst2), a
+    directory of them, or a `datasets` id (needs the network). Run `ift`, then `judge`, then
+    `eft`; params oasst.* (dvc.yaml stages seed_ift, seed_sft, seed_judge, seed_eft).
+    """
+
+
+EXPORT = click.option("--export", "export", multiple=True, required=True,
+                      help="Open Assistant export: file, directory or dataset id; repeatable.")
+
+
+@seed_data.command("ift")
+@PARAMS
+@EXPORT
+@_out("out", "IFT JSONL to write (`messages`: user, assistant).")
+@_out("metrics", "Metrics JSON (messages read, skipped per reason, candidates).")
+def seed_data_ift(params_file, export, out, metrics) -> None:
+    """IFT: first turns in oasst.lang, the rank-0 human reply only (params oasst.ift.*).
+
+    Deleted, failed-review, other-language and later-turn messages are skipped and counted.
+    """
+    from .stages.seed_data import run_seed_ift
+
+    p = load_params(params_file)
+    run_seed_ift(p.oasst, list(export), out, metrics)
+
+
+@seed_data.command("judge")
+@PARAMS
+@EXPORT
+@click.option("--ift", "ift_files", multiple=True, required=True, type=click.Path(),
+              help="IFT file(s) whose prompts EFT must not use; repeatable.")
+@click.option("--model", "model_dir", type=click.Path(),
+              help="Judge checkpoint, e.g. the IFT-only SFT of M0 (dvc.yaml passes "
+                   "oasst.judge.model); not needed with oasst.judge.endpoint.")
+@_out("out", "Judgments JSONL (per prompt: replies, human ranks, K raw judgments each).")
+@_out("metrics", "Metrics JSON (groups, parse rate).")
+def seed_data_judge(params_file, export, ift_files, model_dir, out, metrics) -> None:
+    """K sampled judgments per reply of every EFT candidate group (params oasst.judge.*, engine.*).
+
+    A group is a first-turn prompt outside the IFT set with >= oasst.judge.min_replies ranked
+    replies. Sharded and resumable: a rerun after a crash skips finished shards.
+    """
+    from .stages.seed_data import run_seed_judge
+
+    p = load_params(params_file)
+    run_seed_judge(p.oasst, p.engine, list(export), list(ift_files), model_dir, out, metrics,
+                   p.judge.template)
+
+
+@seed_data.command("eft")
+@PARAMS
+@click.option("--judgments", required=True, type=click.Path(), help="`seed-data judge` output.")
+@_out("train", "EFT-train JSONL to write.")
+@_out("eval", "EFT-eval JSONL to write (held-out prompt groups).")
+@_out("metrics", "Metrics JSON (groups kept / disagreeing, rebalanced away, histograms).")
+@_out("hist", "Score histogram CSV before/after rebalancing (DVC plot).", required=False)
+def seed_data_eft(params_file, judgments, train, eval, metrics, hist) -> None:
+    """EFT: keep prompt groups whose scores order the replies as the human ranks do, split
+    train/eval by group, cap the most common score in train (params oasst.eft.*)."""
+    from .stages.seed_data import run_seed_eft
+
+    p = load_params(params_file)
+    run_seed_eft(p.oasst.eft, judgments, train, eval, metrics, hist)
+
+
 @main.command()
 @PARAMS
 @MODEL
@@ -62,10 +131,14 @@ def base(params_file: str, out: str, metrics: str) -> None:
 @click.option("--eft", multiple=True, type=click.Path(), help="EFT train file(s); repeatable.")
 @click.option("--self-instruct", "self_instruct_file", type=click.Path(),
               help="The self-instruct stage's messages: extra IFT data when sft.self_instruct.")
+@click.option("--no-self-instruct", "no_self_instruct", is_flag=True,
+              help="Train on --ift/--eft only, whatever sft.self_instruct says (seed_sft: the "
+                   "paper's IFT-only SFT baseline).")
 @_out("out", "Output checkpoint directory (M1).")
 @_out("metrics", "Metrics JSON.")
 @_out("plot", "Loss curve CSV (DVC plot).", required=False)
-def sft(params_file, model_dir, ift, eft, self_instruct_file, out, metrics, plot) -> None:
+def sft(params_file, model_dir, ift, eft, self_instruct_file, no_self_instruct, out, metrics,
+        plot) -> None:
     """Supervised fine-tuning M0 -> M1 on seed IFT and EFT-train (params sft.*).
 
     EFT examples are rendered through the judge template, so M1 learns to judge; the loss
@@ -76,7 +149,7 @@ def sft(params_file, model_dir, ift, eft, self_instruct_file, out, metrics, plot
     from .stages.sft import run_sft
 
     p = load_params(params_file)
-    if p.sft.self_instruct:
+    if p.sft.self_instruct and not no_self_instruct:
         if not self_instruct_file:
             raise UserError("sft.self_instruct is true: pass the self-instruct messages with "
                             "--self-instruct FILE", field="sft.self_instruct")

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from .engines.base import EngineStats, Sampling
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -150,3 +151,33 @@ class ChatEndpoint:
             return list(pool.map(lambda c: self.complete(c, max_tokens=max_tokens,
                                                          temperature=temperature, seed=seed),
                                  chats))
+
+
+class EndpointEngine:
+    """A ChatEndpoint behind the generation-engine interface, so stage code written for local
+    engines (e.g. judge_rows in sample mode) runs against the endpoint unchanged."""
+
+    name = "endpoint"
+
+    def __init__(self, endpoint: ChatEndpoint) -> None:
+        self.endpoint = endpoint
+        self.stats = EngineStats()
+
+    def generate(self, chats: list[list[dict]], sampling: Sampling) -> list[list[str]]:
+        """`sampling.n` replies per chat (top_p is not sent: not every server takes it)."""
+        start = time.perf_counter()
+        # Sample k of every chat carries its own seed: a server that honours `seed` would
+        # otherwise return the same judgment n times.
+        per_sample = [self.endpoint.complete_many(chats, max_tokens=sampling.max_new_tokens,
+                                                  temperature=sampling.temperature,
+                                                  seed=sampling.seed + k)
+                      for k in range(sampling.n)]
+        self.stats.prompts += len(chats)
+        self.stats.seconds += time.perf_counter() - start
+        return [[per_sample[k][i] for k in range(sampling.n)] for i in range(len(chats))]
+
+    def digit_probs(self, chats: list[list[dict]], assistant_prefix: str) -> list[list[float]]:
+        raise UserError("an endpoint judge writes sampled judgments only: use sample mode")
+
+    def close(self) -> None:
+        pass

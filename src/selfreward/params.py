@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -288,6 +289,65 @@ class IterationSpec:
 
 
 @dataclass
+class SeedDataParams:
+    """The seed files sft, prompts and the evaluation read: dvc.yaml interpolates these paths, so
+    a profile switches the whole pipeline between the hand-written files and built ones."""
+
+    ift: str = "data/seed/ift.jsonl"
+    eft_train: str = "data/seed/eft_train.jsonl"
+    eft_eval: str = "data/seed/eft_eval.jsonl"
+
+
+@dataclass
+class OasstIftParams:
+    """Stage seed_ift: first turns, highest-ranked (rank 0) human reply only."""
+
+    count: int = 3200  # paper: 3,200; 0 = every candidate
+    seed: int = 0
+
+
+@dataclass
+class OasstJudgeParams:
+    """Stage seed_judge: which prompts become EFT candidate groups, and how they are judged."""
+
+    model: str = "models/seed_sft_oasst1"  # judge checkpoint (unused with endpoint)
+    min_replies: int = 2  # ranked replies a prompt needs to form a group
+    max_groups: int = 0  # seeded subset of the candidate groups; 0 = all
+    samples: int = 3  # K sampled judgments per reply
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 512
+    seed: int = 0
+    endpoint: str | None = None  # OpenAI-compatible base URL instead of the checkpoint
+    endpoint_model: str = "gpt-4o"
+    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the env variable with the key
+    endpoint_timeout: float = 60.0
+    endpoint_retries: int = 3
+    endpoint_concurrency: int = 4
+
+
+@dataclass
+class OasstEftParams:
+    """Stage seed_eft: agreement with the human ranking, train/eval split, rebalancing."""
+
+    ties: Literal["drop", "allow"] = "drop"  # equal scores for differently ranked replies
+    max_score_share: float = 1.0  # cap on the most common score's share of EFT-train; 1 = off
+    eval_fraction: float = 0.25  # share of the kept prompt groups held out (paper: 541 / 2,171)
+    seed: int = 0
+
+
+@dataclass
+class OasstParams:
+    """Seed data built from Open Assistant exports (oasst.py, stages/seed_data.py)."""
+
+    exports: dict[str, str] = field(default_factory=dict)  # name -> file, dir or dataset id
+    lang: str = "en"
+    ift: OasstIftParams = field(default_factory=OasstIftParams)
+    judge: OasstJudgeParams = field(default_factory=OasstJudgeParams)
+    eft: OasstEftParams = field(default_factory=OasstEftParams)
+
+
+@dataclass
 class Params:
     base: BaseParams = field(default_factory=BaseParams)
     sft: SftParams = field(default_factory=SftParams)
@@ -304,6 +364,8 @@ class Params:
     alpaca_eval: AlpacaEvalParams = field(default_factory=AlpacaEvalParams)
     lm_eval: LmEvalParams = field(default_factory=LmEvalParams)
     iterations: dict[str, IterationSpec] = field(default_factory=dict)
+    seed_data: SeedDataParams = field(default_factory=SeedDataParams)
+    oasst: OasstParams = field(default_factory=OasstParams)
     # Sections owned by other modules (none at present) are validated by them.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -539,6 +601,7 @@ def _check_ranges(p: Params, where: dict) -> None:
             if value <= 0:
                 bad(f"{stage}.{name}", f"must be > 0, got {value}")
     _check_launch(p.launch, where)
+    _check_oasst(p.oasst, where)
     _check_self_instruct(p, where)
 
 
@@ -580,3 +643,37 @@ def _check_launch(p: LaunchParams, where: dict) -> None:
         bad("launch.main_process_ip", "needed when num_machines > 1 (the rank-0 node's address)")
     if not 0 < p.main_process_port < 65536:
         bad("launch.main_process_port", "must be a TCP port (1-65535)")
+
+
+def _check_oasst(p: OasstParams, where: dict) -> None:
+    def bad(key: str, msg: str) -> typing.NoReturn:
+        raise UserError(msg, file=where["file"], line=where["lines"].get(key), field=key)
+
+    for name in p.exports:  # each becomes a DVC stage name suffix and a directory name
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            bad(f"oasst.exports.{name}", "export names may use letters, digits, _ and - only")
+        outputs = f"data/oasst/{name}"  # dvc.yaml writes the built seed data there
+        source = os.path.normpath(str(p.exports[name]))
+        if source == outputs or source.startswith(outputs + "/"):
+            bad(f"oasst.exports.{name}", f"the export lies in {outputs}/, where the seed stages "
+                "write their outputs: put it elsewhere (e.g. data/oasst/<file or other dir>)")
+    for key, value in {"oasst.judge.samples": p.judge.samples,
+                       "oasst.judge.max_new_tokens": p.judge.max_new_tokens,
+                       "oasst.judge.endpoint_timeout": p.judge.endpoint_timeout,
+                       "oasst.judge.endpoint_concurrency": p.judge.endpoint_concurrency}.items():
+        if value <= 0:
+            bad(key, f"must be > 0, got {value}")
+    for key, value in {"oasst.ift.count": p.ift.count,
+                       "oasst.judge.max_groups": p.judge.max_groups}.items():
+        if value < 0:
+            bad(key, f"must be >= 0 (0 = all), got {value}")
+    if p.judge.endpoint_retries < 0:
+        bad("oasst.judge.endpoint_retries", "must be >= 0")
+    if p.judge.min_replies < 2:
+        bad("oasst.judge.min_replies", "a group needs at least 2 ranked replies to be ordered")
+    if not 0 < p.judge.top_p <= 1:
+        bad("oasst.judge.top_p", "must be in (0, 1]")
+    if not 0 < p.eft.max_score_share <= 1:
+        bad("oasst.eft.max_score_share", "must be in (0, 1] (1 = no rebalancing)")
+    if not 0 < p.eft.eval_fraction < 1:
+        bad("oasst.eft.eval_fraction", "must be in (0, 1): both splits need prompt groups")

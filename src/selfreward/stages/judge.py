@@ -35,6 +35,14 @@ def parse_score(text: str) -> float | None:
     return value if 0 <= value <= 5 else None
 
 
+def strip_score(text: str) -> str:
+    """A judgment without the last `Score: n` that parse_score reads: its justification."""
+    found = list(_SCORE.finditer(text))
+    if not found:
+        return text.strip()
+    return (text[:found[-1].start()] + text[found[-1].end():]).strip()
+
+
 def load_responses(path: str) -> list[dict]:
     """Validate responses.jsonl rows: id, prompt, responses (list of strings)."""
     rows = []

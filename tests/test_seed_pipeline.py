@@ -1,0 +1,206 @@
+"""End to end: `dvc repro sft` in a temp git+DVC repo builds the seed data from an Open Assistant
+export (the hand-written fixture plus generated two-reply trees) with a tiny model -- seed_ift,
+seed_sft (the IFT-only SFT that judges), seed_judge, seed_eft -- and sft trains on the result.
+Changing an oasst.eft param reruns seed_eft and sft only, never the judgment pass."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline import TINY_PARAMS, _merge, make_repo, repro, run
+
+FIXTURE = Path(__file__).parent / "data" / "oasst_messages.jsonl"
+OUT = "data/oasst/fix"
+
+SEED_PARAMS = _merge(TINY_PARAMS, {
+    "seed_data": {"ift": f"{OUT}/ift.jsonl", "eft_train": f"{OUT}/eft_train.jsonl",
+                  "eft_eval": f"{OUT}/eft_eval.jsonl"},
+    "engine": {"batch_size": 64},  # the judge pass: 2 batches instead of 10
+    "oasst": {"exports": {"fix": "data/oasst/export.jsonl"},
+              "ift": {"count": 6, "seed": 0},
+              # the scripted tiny model writes a few words, then "Score: d" with a random digit
+              "judge": {"model": "models/seed_sft_fix", "samples": 2, "max_new_tokens": 32},
+              "eft": {"ties": "allow", "max_score_share": 0.5, "eval_fraction": 0.25}},
+})
+
+
+def _export_lines() -> str:
+    """The fixture, plus 16 English trees with two ranked replies so that a random judge keeps
+    enough prompt groups to split (each agrees with the human order with probability ~7/12)."""
+    lines = FIXTURE.read_text()
+    for i in range(16):
+        root = f"t{i}"
+        lines += json.dumps({"message_id": root, "text": f"Give me fact number {i} about the "
+                             "ocean.", "role": "prompter", "lang": "en"}) + "\n"
+        for rank, text in enumerate((f"Ocean fact {i}: it covers most of the planet.",
+                                     "Water is wet.")):
+            lines += json.dumps({"message_id": f"{root}r{rank}", "parent_id": root, "text": text,
+                                 "role": "assistant", "lang": "en", "rank": rank}) + "\n"
+    return lines
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_seed_stages_then_sft_in_dvc_repro(tmp_path, scripted_model):
+    repo = make_repo(tmp_path, scripted_model, SEED_PARAMS)
+    (repo / "data" / "oasst").mkdir(parents=True)
+    (repo / "data" / "oasst" / "export.jsonl").write_text(_export_lines())
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "export")
+
+    ran = repro(repo, "sft")
+    assert sorted(ran) == sorted(["base", "seed_ift@fix", "seed_sft@fix", "seed_judge@fix",
+                                  "seed_eft@fix", "self_instruct", "sft"])  # self_instruct: off
+    assert ran.index("seed_sft@fix") < ran.index("seed_judge@fix") < ran.index("seed_eft@fix")
+    assert ran[-1] == "sft"
+
+    metrics = {name: json.loads((repo / f"metrics/seed/fix/{name}.json").read_text())
+               for name in ("ift", "judge", "eft")}
+    assert metrics["ift"]["messages_read"] == 42 + 48 and metrics["ift"]["ift_examples"] == 6
+    assert metrics["judge"]["groups_judged"] == metrics["judge"]["eft_candidate_groups"] > 10
+    assert metrics["judge"]["parse_rate"] > 0.8 and metrics["judge"]["engine"] == "hf"
+    eft = metrics["eft"]
+    assert eft["groups"] == metrics["judge"]["groups_judged"]
+    assert eft["groups_agreeing"] + eft["groups_disagreeing"] + eft["groups_unscored"] == \
+        eft["groups"]
+    assert eft["train_groups"] >= 1 and eft["eval_groups"] >= 1
+    # The counts per reason are DVC metrics: `dvc metrics show` lists them.
+    shown, _ = json.JSONDecoder().raw_decode(run(
+        repo, "dvc", "metrics", "show", "--json", *(f"metrics/seed/fix/{n}.json" for n in
+                                                    ("ift", "judge", "eft"))))
+    shown = {path: m["data"] for path, m in shown[""]["data"].items()}
+    assert {k: shown["metrics/seed/fix/ift.json"][k] for k in (
+        "messages_read", "trees", "other_language", "deleted", "failed_review",
+        "multi_turn_skipped")} == {"messages_read": 90, "trees": 27, "other_language": 4,
+                                   "deleted": 2, "failed_review": 1, "multi_turn_skipped": 3}
+    assert shown["metrics/seed/fix/eft.json"]["groups_disagreeing"] == eft["groups_disagreeing"]
+    assert shown["metrics/seed/fix/eft.json"]["rebalanced_away"] == eft["rebalanced_away"]
+    # The IFT-only SFT is a real checkpoint and trained on the built IFT only.
+    seed_sft = json.loads((repo / "metrics/seed/fix/sft.json").read_text())
+    assert (seed_sft["ift_examples"], seed_sft["eft_examples"]) == (6, 0)
+
+    ift, train, held = (_rows(repo / OUT / f) for f in
+                        ("ift.jsonl", "eft_train.jsonl", "eft_eval.jsonl"))
+    assert len(ift) == 6 and len(train) == eft["train_examples"] and len(held) == \
+        eft["eval_examples"]
+    prompts = [{r["messages"][0]["content"] for r in ift}, {r["prompt"] for r in train},
+               {r["prompt"] for r in held}]
+    assert not prompts[0] & prompts[1] and not prompts[0] & prompts[2]
+    assert not prompts[1] & prompts[2]
+    assert all(set(r) >= {"prompt", "response", "justification", "score", "group", "human_rank"}
+               for r in train + held)
+
+    # sft consumed exactly these files (params seed_data -> dvc.yaml).
+    sft = json.loads((repo / "metrics/sft.json").read_text())
+    assert (sft["ift_examples"], sft["eft_examples"]) == (6, len(train))
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert {f"{OUT}/ift.jsonl", f"{OUT}/eft_train.jsonl"} <= {d["path"] for d in
+                                                            lock["sft"]["deps"]}
+    dry = run(repo, "dvc", "repro", "--dry", "evaluate_sft")
+    assert f"--eft {OUT}/eft_eval.jsonl" in dry
+    assert not list(repo.rglob("*.shards"))
+
+    # The cheap stage reruns alone: the judgments are reused; sft reruns if EFT-train changed.
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "run")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["oasst"]["eft"]["max_score_share"] = 0.2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = repro(repo, "sft")
+    after = json.loads((repo / "metrics/seed/fix/eft.json").read_text())
+    assert ran == ["seed_eft@fix"] + (["sft"] if _rows(repo / OUT / "eft_train.jsonl") != train
+                                      else [])
+    top = after["rebalanced_score"]
+    assert after[f"hist_train_{top}"] / after["train_examples"] <= 0.2 + 1e-9
+    assert after["groups_agreeing"] == eft["groups_agreeing"]
+    assert "seed_judge@fix" not in run(repo, "dvc", "status")
+
+
+# -- dvc.yaml deps of the seed stages: every project module their commands import ---------------
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+# Each seed stage's command: the click function in cli.py that runs it.
+STAGE_COMMANDS = {"seed_ift": "seed_data_ift", "seed_sft": "sft", "seed_judge": "seed_data_judge",
+                  "seed_eft": "seed_data_eft"}
+# Every stage runs through these (the entry point, params validation, the error type); dvc.yaml
+# leaves them out everywhere, as their changes are not the stages' own.
+COMMON = {"selfreward/cli.py", "selfreward/params.py", "selfreward/errors.py"}
+
+
+def _module_file(module: str) -> Path:
+    path = SRC / Path(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _imports(tree: ast.AST, package: str) -> set[str]:
+    """Project modules named by the import statements under `tree` (function-level ones too)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            parts = package.split(".")
+            target = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if
+                                                                      node.module else []))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("selfreward"):
+            target = node.module
+        else:
+            continue
+        found.add(target)
+        found |= {f"{target}.{a.name}" for a in node.names
+                  if _module_file(f"{target}.{a.name}").exists()}
+    return {m for m in found if _module_file(m).exists()}
+
+
+def import_closure(modules: set[str]) -> set[str]:
+    """The project modules `modules` import, directly or not (lazy imports included)."""
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_file(module)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        todo += _imports(ast.parse(path.read_text()), package)
+    return seen
+
+
+def command_modules(function: str) -> set[str]:
+    """What the click command `function` of cli.py imports, and what those import."""
+    tree = ast.parse((SRC / "selfreward" / "cli.py").read_text())
+    body = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+    return import_closure(_imports(body, "selfreward"))
+
+
+def stage_deps(stage: str) -> list[str]:
+    """The deps of a foreach stage in the project's dvc.yaml, as written (${...} unresolved)."""
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["do"]["deps"]
+
+
+def stage_cmd(stage: str) -> str:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["do"]["cmd"]
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_COMMANDS))
+def test_seed_stage_deps_list_every_module_the_command_imports(stage):
+    deps = stage_deps(stage)
+    files = {str(_module_file(m).relative_to(SRC)) for m in command_modules(STAGE_COMMANDS[stage])}
+    assert "selfreward/stages/seed_data.py" in files or stage == "seed_sft"
+    # A package's __init__ counts when it holds code (engines/ does; stages/ is empty).
+    needed = {f for f in files - COMMON
+              if not f.endswith("__init__.py") or len((SRC / f).read_text().splitlines()) > 3}
+    missing = sorted(f for f in needed if not covered(f"src/{f}", deps))
+    assert not missing, f"{stage}: add to its deps in dvc.yaml: {missing}"
+    for dep in deps:
+        if dep.startswith("src/"):
+            assert (ROOT / dep).exists(), f"{stage}: dep {dep} does not exist"
