@@ -96,6 +96,30 @@ def test_teacher_equal_to_student_adds_nothing(tmp_path, tiny_model):
     assert metrics["final_loss"] == pytest.approx(math.log(2), abs=1e-4)  # DPO at step 0
 
 
+def test_logits_come_from_the_model_so_granite_logits_scaling_is_applied(tmp_path, tiny_model):
+    """Granite divides its logits by `logits_scaling`; the old hook rebuilt the student's logits
+    from hidden states without it, so even a teacher identical to the student showed a KL."""
+    from transformers import AutoTokenizer, GraniteConfig, GraniteForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    config = GraniteConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           logits_scaling=4.0, tie_word_embeddings=True,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                           pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    student = tmp_path / "granite"
+    GraniteForCausalLM(config).save_pretrained(student)
+    tok.save_pretrained(student)
+    teacher = shutil.copytree(student, tmp_path / "same")
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    p = dpo_params(1.0, teacher)
+    p.max_steps = 1
+    metrics = run_dpo(p, student, str(pairs), tmp_path / "m2", tmp_path / "m.json", None,
+                      "float32")
+    assert metrics["distill_kl_last"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_distillation_pulls_the_student_to_the_teacher(tmp_path, tiny_model, teacher_model):
     """Same data, seeds and steps: with the KL term the student ends nearer the teacher than with
     plain DPO, and the logged loss is DPO + weight * KL."""

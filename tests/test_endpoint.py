@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.endpoint import ChatEndpoint
+from selfreward.endpoint import MAX_DELAY, ChatEndpoint, retry_after, retry_delay
 from selfreward.errors import UserError
 from selfreward.io import write_json, write_jsonl
 
@@ -38,7 +39,8 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         if fail:
             # echo the credentials back, as some proxies do, to prove the client scrubs them
             payload = json.dumps({"error": f"denied for {self.headers.get('Authorization')}"})
-            self._send(fail, payload.encode())
+            status, headers = fail if isinstance(fail, tuple) else (fail, {})
+            self._send(status, payload.encode(), headers)
             return
         text = body["messages"][-1]["content"]
         r1 = text.split("<response_1>")[1].split("</response_1>")[0]
@@ -51,8 +53,10 @@ class FakeOpenAI(BaseHTTPRequestHandler):
                  "usage": {"prompt_tokens": 100, "completion_tokens": 9, "total_tokens": 109}}
         self._send(200, json.dumps(reply).encode())
 
-    def _send(self, status: int, payload: bytes) -> None:
+    def _send(self, status: int, payload: bytes, headers: dict | None = None) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -146,6 +150,42 @@ def test_retry_then_success_and_errors_hide_the_key(server, monkeypatch):
     assert SECRET not in repr(ep)
 
 
+CHAT = [{"role": "user", "content": "<response_1>a</response_1><response_2>GOOD</response_2>"}]
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    """The delays the client waits between attempts (recorded, not slept)."""
+    delays: list[float] = []
+    monkeypatch.setattr("selfreward.endpoint.time.sleep", delays.append)
+    return delays
+
+
+def test_429_with_retry_after_then_200_waits_what_the_server_asks(server, sleeps):
+    server.fail_next = [(429, {"Retry-After": "7"})]
+    endpoint = ChatEndpoint(url(server), "judge-9", None, retries=3, backoff=0.5)
+    assert endpoint.complete(CHAT, max_tokens=8).endswith("Winner: 2")
+    assert sleeps == [7.0] and len(server.requests) == 2 and endpoint.usage["retries"] == 1
+    # an HTTP date in the past means "now"; a huge wait is capped
+    server.fail_next = [(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+                        (503, {"Retry-After": "86400"})]
+    assert endpoint.complete(CHAT, max_tokens=8).endswith("Winner: 2")
+    assert sleeps[1:] == [0.0, MAX_DELAY]
+
+
+def test_429_without_retry_after_backs_off_exponentially_with_jitter(server, sleeps):
+    server.fail_next = [429, 429, 503]
+    endpoint = ChatEndpoint(url(server), "judge-9", None, retries=3, backoff=1.0)
+    assert endpoint.complete(CHAT, max_tokens=8).endswith("Winner: 2")
+    assert len(sleeps) == 3 and len(server.requests) == 4
+    for attempt, delay in enumerate(sleeps):  # in [b/2, b] for b = 1, 2, 4 seconds
+        assert 2 ** attempt / 2 <= delay <= 2 ** attempt
+    rng = random.Random(0)
+    spread = {retry_delay(2, 1.0, None, rng) for _ in range(20)}
+    assert len(spread) == 20 and min(spread) >= 2 and max(spread) <= 4  # jittered, not in step
+    assert retry_after("3") == 3.0 and retry_after("soon") is None and retry_after(None) is None
+
+
 def test_missing_key_and_bad_url(monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(UserError, match=f"{KEY_ENV}.*not set"):
@@ -166,3 +206,26 @@ def test_no_key_server_and_unreachable(server):
     dead = ChatEndpoint(f"http://127.0.0.1:{port}/v1", "m", None, retries=0, timeout=2)
     with pytest.raises(UserError, match="unreachable"):
         dead.complete(chats[0], max_tokens=8)
+
+
+def test_unreachable_endpoint_exits_2_and_leaves_no_output_or_shard_folder(tmp_path):
+    """Before, the failed stage left `verdicts.jsonl.shards/` holding only meta.json."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    m1 = eval_dir(tmp_path / "m1", {"a": "x", "b": "y"})
+    m2 = eval_dir(tmp_path / "m2", {"a": "GOOD", "b": "z"})
+    params = tmp_path / "params.yaml"
+    params.write_text(f"eval:\n  judge_endpoint: http://127.0.0.1:{port}/v1\n"
+                      "  api_key_env: null\n  endpoint_retries: 0\n")
+    out, metrics = tmp_path / "verdicts.jsonl", tmp_path / "eval.json"
+    res = CliRunner().invoke(main, ["evaluate", "--params", str(params), "--iteration", "1",
+                                    "--model-eval", str(m1), "--next-eval", str(m2),
+                                    "--sft-eval", str(m1), "--out", str(out),
+                                    "--metrics", str(metrics)])
+    assert res.exit_code == 2, res.output
+    assert "unreachable" in res.output and "eval.judge_endpoint" in res.output
+    assert not out.exists() and not metrics.exists()
+    assert not Path(str(out) + ".shards").exists()

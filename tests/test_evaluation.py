@@ -29,7 +29,8 @@ from selfreward.evaluation import (
 )
 from selfreward.params import EngineParams, JudgeParams, load_params
 from selfreward.prompting import JUDGE_PREFIX, judge_messages
-from selfreward.stages.eval_answers import run_eval_model, select_prompts
+from selfreward.seed import select_prompts
+from selfreward.stages.eval_answers import run_eval_model
 from selfreward.stages.eval_judge import load_preference_pairs, run_eval_judge
 from selfreward.stages.head_to_head import (
     comparison_items,

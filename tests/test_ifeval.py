@@ -272,7 +272,7 @@ def test_stage_with_scripted_engine(tiny_model, tmp_path, write_jsonl, monkeypat
              "kwargs": [{}, {}]}]
     prompts = write_jsonl("ifeval.jsonl", rows)
     engine = ScriptedEngine(_answer)
-    monkeypatch.setattr("selfreward.stages.ifeval.make_engine", lambda *a, **k: engine)
+    monkeypatch.setattr("selfreward.engines.make_engine", lambda *a, **k: engine)
     params = tmp_path / "params.yaml"
     params.write_text("ifeval: {max_new_tokens: 8, bootstrap: 100}\n")
     answers, metrics = tmp_path / "out" / "m0.jsonl", tmp_path / "metrics" / "m0.json"

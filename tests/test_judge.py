@@ -21,6 +21,9 @@ from selfreward.stages.judge import judge_metrics, judge_rows, parse_score
     ("Score: 3/5", 3.0),
     ("SCORE = 1", 1.0),
     ("", None),
+    ("Underscore: 2", None),  # no word boundary before "score": not a score
+    ("Underscore: 2. Score: 4", 4.0),
+    ("Final_score: 3", None),
 ])
 def test_parse_score(text, score):
     assert parse_score(text) == score
@@ -44,10 +47,12 @@ def test_sample_mode_records_nulls_and_means(tmp_path):
     assert rows[0]["scores"] == [[5.0, 4.0, 5.0], [1.0, None, None], [None, None, None]]
     assert rows[0]["mean"] == [pytest.approx(14 / 3, abs=1e-5), 1.0, None]
     assert rows[0]["raw"][1] == ["Score: 1", "oops", "nah"]
+    assert rows[0]["parsed"] == [3, 1, 0] and rows[1]["parsed"] == [3, 3]
     assert engine.calls[0][1].n == 3 and stats["shards"] == 2
     m = judge_metrics(rows)
     assert m["judgments"] == 15 and m["parsed"] == 10 and m["parse_rate"] == pytest.approx(2 / 3, abs=1e-3)
     assert m["responses_without_score"] == 1
+    assert m["responses_fully_parsed"] == 3 and m["responses_partly_parsed"] == 1
     assert (m["hist_5"], m["hist_1"], m["hist_2"], m["hist_3"]) == (1, 1, 1, 1)
 
 
@@ -56,7 +61,24 @@ def test_logprob_mode_expected_value(tmp_path):
                             else [1, 0, 0, 0, 0, 0])
     rows, _ = judge_rows(engine, ROWS[:1], JudgeParams(mode="logprob"), 8, tmp_path / "j", "k")
     assert rows[0]["scores"] == [[3.5], [0.0], [0.0]] and rows[0]["mean"] == [3.5, 0.0, 0.0]
-    assert "raw" not in rows[0]
+    assert "raw" not in rows[0] and rows[0]["parsed"] == [1, 1, 1]
+
+
+def test_placeholder_text_in_a_question_survives_verbatim(tmp_path):
+    """A question quoting `{response}` (or `{prompt}`) is shown to the judge as written: the
+    template is filled in one pass, so the answer is not pasted into the question."""
+    question = "What does the placeholder {response} mean in {prompt} templates?"
+    seen = []
+
+    def probs(text):
+        seen.append(text)
+        return [0, 0, 0, 1, 0, 0]
+
+    engine = ScriptedEngine(None, probs=probs)
+    rows, _ = judge_rows(engine, [{"id": "q", "prompt": question, "responses": ["ANSWER"]}],
+                         JudgeParams(mode="logprob"), 4, tmp_path / "j", "k")
+    assert question in seen[0] and seen[0].count("ANSWER") == 1
+    assert rows[0]["prompt"] == question
 
 
 def test_logprob_judge_on_a_tiny_real_model(tiny_model):

@@ -49,3 +49,46 @@ def test_embedded_smollm2_converts_to_a_working_checkpoint(tmp_path):
     out_ids = model.generate(**ids, max_new_tokens=20, do_sample=False)
     answer = tok.decode(out_ids[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer and answer.isascii() and len(answer.split()) >= 3
+
+
+def _model_without_chat_template(out):
+    """A tiny Llama whose word-level tokenizer has no chat template and no ChatML tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "hello", "world", "user", "assistant", "hi"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
+                                  eos_token="</s>")
+    config = LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_a_checkpoint_without_chat_template_gets_chatml_as_real_special_tokens(tmp_path):
+    """Before, ChatML was set as a template only: `<|im_start|>` then tokenized as plain text
+    (here: unknown pieces). Now the markers are added special tokens with their own embeddings."""
+    from selfreward.models import CHATML_TOKENS, ensure_chat_template, load_model
+
+    source = _model_without_chat_template(tmp_path / "plain")
+    metrics = make_base(BaseParams(model=str(source)), tmp_path / "m0", tmp_path / "base.json")
+    assert metrics["chat_template_tokens_added"] == list(CHATML_TOKENS)
+    model, tok = load_model(tmp_path / "m0")
+    ids = tok.apply_chat_template([{"role": "user", "content": "hello"}], tokenize=True,
+                                  add_generation_prompt=True, return_dict=False)
+    markers = [tok.convert_tokens_to_ids(t) for t in CHATML_TOKENS]
+    assert tok.unk_token_id not in markers and len(set(markers)) == 2
+    assert ids.count(markers[0]) == 2 and ids.count(markers[1]) == 1
+    assert model.get_input_embeddings().num_embeddings >= len(tok)
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=torch.tensor([ids])).logits).all()
+    # A tokenizer that cannot hold ChatML is refused by the engines' loader, not rendered wrong.
+    from transformers import AutoTokenizer
+
+    with pytest.raises(UserError, match="selfreward base"):
+        ensure_chat_template(AutoTokenizer.from_pretrained(source))

@@ -11,10 +11,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fakes import ScriptedEngine
 from procs import kill_when, run_json
 
 from selfreward.engines.base import EngineStats
-from selfreward.shards import ShardStore, finished_shards, run_sharded
+from selfreward.params import EngineParams, JudgeParams, PromptsParams
+from selfreward.shards import (
+    ShardStore,
+    code_fingerprint,
+    finished_shards,
+    run_sharded,
+    shard_dir,
+    shard_key,
+)
 
 # -- run_sharded in-process ------------------------------------------------------------------
 
@@ -112,6 +121,129 @@ def test_progress_bar_shows_items_and_tokens_per_second(tmp_path, capsys):
     run_sharded(_items(4), tmp_path / "o.jsonl", "k", 1, work, desc="gen", stats=stats)
     err = capsys.readouterr().err
     assert "item/s" in err and "tok_s=" in err
+
+
+# -- resume keys: what made a shard ----------------------------------------------------------
+
+
+class Crash(Exception):
+    pass
+
+
+def _crashing_engine(calls: list, crash_at: int | None, **kw) -> ScriptedEngine:
+    """A scripted engine that raises on its `crash_at`-th call (0-based)."""
+    engine = ScriptedEngine(lambda text, k, seed: f"Score: {(len(text) + k) % 6}", **kw)
+    generate = engine.generate
+
+    def counting(chats, sampling):
+        calls.append(len(chats))
+        if len(calls) - 1 == crash_at:
+            raise Crash("simulated failure")
+        return generate(chats, sampling)
+
+    engine.generate = counting
+    return engine
+
+
+def _run_judge(tmp_path, monkeypatch, params: JudgeParams, crash_at: int | None):
+    from selfreward.stages.judge import run_judge
+
+    calls: list = []
+    engine = _crashing_engine(calls, crash_at)
+    monkeypatch.setattr("selfreward.engines.make_engine", lambda *a, **k: engine)
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Q{i}?",
+                                             "responses": ["a", "b"]}) + "\n"
+                                 for i in range(3)))
+    out = tmp_path / "judgments.jsonl"
+    try:
+        run_judge("no-model", params, EngineParams(shard_size=1), str(responses), out,
+                  tmp_path / "judge.json")
+    except Crash:
+        pass
+    return calls, out
+
+
+def test_a_template_edit_discards_the_shards_and_says_so(tmp_path, monkeypatch, caplog):
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate {response} as an answer to {prompt}.")
+    params = JudgeParams(mode="sample", samples=1, template=str(rubric))
+    calls, out = _run_judge(tmp_path, monkeypatch, params, crash_at=2)
+    assert len(finished_shards(out)) == 2
+    rubric.write_text("Rate {response} as an answer to {prompt}, strictly.")
+    from selfreward.templates import user_template
+
+    user_template.cache_clear()  # a new process would read the edited file
+    calls, out = _run_judge(tmp_path, monkeypatch, params, crash_at=None)
+    assert calls == [2, 2, 2]  # every shard judged again
+    assert "discarding 2 shard(s)" in caplog.text and "template text" in caplog.text
+    assert out.exists() and not shard_dir(out).exists()
+
+
+def test_other_params_or_code_discard_the_shards(tmp_path, caplog):
+    key = shard_key(params=JudgeParams(), inputs=[1, 2])
+    for changed, words in ((shard_key(params=JudgeParams(samples=5), inputs=[1, 2]), "params"),
+                           ({**key, "code": "0" * 16}, "code")):
+        store = ShardStore(tmp_path / "o.jsonl", key)
+        store.save(0, [{"id": "a"}])
+        caplog.clear()
+        assert ShardStore(tmp_path / "o.jsonl", changed).load(0) is None
+        assert f"made with other {words}" in caplog.text
+
+
+def test_code_fingerprint_follows_every_source_file(tmp_path):
+    import shutil
+
+    import selfreward
+
+    package = tmp_path / "selfreward"
+    shutil.copytree(Path(selfreward.__file__).parent, package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = code_fingerprint(package)
+    assert before == code_fingerprint(Path(selfreward.__file__).parent)
+    with (package / "stages" / "judge.py").open("a") as fh:
+        fh.write("\n# changed\n")
+    assert code_fingerprint.__wrapped__(package) != before
+
+
+def test_a_packaged_template_edit_discards_prompt_rounds(tmp_path, monkeypatch, caplog,
+                                                          write_jsonl):
+    """prompts: the generation template is part of the key (another packaged text = redo)."""
+    from selfreward.stages import prompts as stage
+
+    seed = write_jsonl("ift.jsonl", [{"prompt": f"Seed task number {i} about {w}?",
+                                      "response": "ok"} for i, w in enumerate("abcdef")])
+    params = PromptsParams(count=6, max_attempts=6, seed_shots=2, generated_shots=0)
+    out = tmp_path / "prompts.jsonl"
+
+    def run(crash_at):
+        calls: list = []
+        engine = _crashing_engine(calls, crash_at)
+        engine.reply = lambda text, k, seed: f"Describe the colour number {len(text)} in detail."
+        monkeypatch.setattr("selfreward.engines.make_engine", lambda *a, **k: engine)
+        try:
+            stage.run_prompts("no-model", params, EngineParams(shard_size=2), [str(seed)], out,
+                              tmp_path / "m.json")
+        except Crash:
+            pass
+        return calls
+
+    run(crash_at=1)
+    assert len(finished_shards(out)) == 1
+    original = stage.template
+    monkeypatch.setattr(stage, "template", lambda name: original(name) + "\nBe brief.")
+    assert run(crash_at=None)[0] == 2 and "template text" in caplog.text
+
+
+def test_a_stage_failing_before_its_first_shard_leaves_no_shard_folder(tmp_path, monkeypatch):
+    calls, out = _run_judge(tmp_path, monkeypatch, JudgeParams(mode="sample", samples=1),
+                            crash_at=0)
+    assert calls == [2] and not shard_dir(out).exists() and not out.exists()
+    # a folder holding only meta.json, left by an older version, is removed on the next run
+    shard_dir(out).mkdir()
+    (shard_dir(out) / "meta.json").write_text('{"key": "old"}')
+    ShardStore(out, "k")
+    assert not shard_dir(out).exists()
 
 
 # -- the real commands, killed with SIGKILL half-way ------------------------------------------

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from selfreward.errors import UserError
-from selfreward.prompting import judge_answer, judge_messages, judge_template
+from selfreward.prompting import judge_messages, judge_template
 from selfreward.seed import load_eft, load_ift, load_prompts
+from selfreward.training.sft_data import judge_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "data" / "seed"

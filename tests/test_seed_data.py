@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from fakes import ScriptedEngine
 from test_seed_pipeline import stage_cmd, stage_deps
 
-from selfreward import prompting
+from selfreward import prompting, templates
 from selfreward.cli import main
 from selfreward.oasst import first_turns, prompt_key, read_export
 from selfreward.params import JudgeParams, OasstEftParams
@@ -274,8 +274,8 @@ sys.addaudithook(_record_opens)  # audit hooks stay for the process; recording i
 def templates_read(invoke) -> set[str]:
     """The template files (packaged, or anywhere named *.txt) a command opens while it runs."""
     global _opened
-    prompting.template.cache_clear()
-    prompting.judge_template.cache_clear()
+    templates.template.cache_clear()  # templates are cached per process: read them afresh
+    templates.user_template.cache_clear()
     _opened = []
     try:
         result = invoke()
@@ -355,7 +355,7 @@ oasst:
     # seed_judge lists in dvc.yaml as ${judge.template}; no packaged template is read.
     assert read == {"ift": set(), "judge": {str(rubric.resolve())}, "eft": set()}
     assert "${judge.template}" in stage_deps("seed_judge")
-    assert not any(d.startswith("src/selfreward/templates/") for d in
+    assert not any(d.startswith("src/selfreward/templates/") and d.endswith(".txt") for d in
                    stage_deps("seed_ift") + stage_deps("seed_judge") + stage_deps("seed_eft"))
     # Identical to the in-process build: the endpoint sees the same judge prompts.
     train, held, stats = build_eft(_judged(turns, tmp_path),

@@ -18,13 +18,13 @@ from selfreward.errors import UserError
 from selfreward.filters import INSTANCE_DROPS, INSTRUCTION_REJECTIONS
 from selfreward.params import EngineParams, PromptsParams, SelfInstructParams, load_params
 from selfreward.seed import load_ift, load_seed_tasks
-from selfreward.stages.prompts import run_prompts_from_tasks
-from selfreward.stages.self_instruct import (
+from selfreward.self_instruct_text import (
     parse_classification,
     parse_instances,
     parse_instructions,
-    run_self_instruct,
 )
+from selfreward.stages.prompts import run_prompts_from_tasks
+from selfreward.stages.self_instruct import run_self_instruct
 
 ROOT = Path(__file__).resolve().parents[1]
 TEAM_SEED_TASKS = ROOT / "data" / "seed" / "self_instruct_tasks.jsonl"

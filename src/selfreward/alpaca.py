@@ -16,9 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .engines import Sampling, make_engine
+from .engines import Sampling, open_engine
 from .errors import UserError
 from .io import atomic_file, remove_outputs, write_json
+from .paper import PAPER_WIN_RATE
 from .params import AlpacaEvalParams, Params
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ PROMPTS_FILE, REFERENCE_FILE = "alpaca_eval.json", "alpaca_eval_gpt4_baseline.js
 DATA_HINT = ("on a machine with network run `selfreward alpaca-data --out-dir data/alpaca_eval` "
              f"(files {PROMPTS_FILE} and {REFERENCE_FILE} of the Hugging Face dataset "
              f"{HUB_DATASET}), or copy them there")
-# Self-Rewarding LMs (Yuan et al. 2024), Table 1: AlpacaEval 2.0 win rate vs GPT-4 Turbo, in %
-PAPER_WIN_RATE = {"M1": 9.94, "M2": 15.38, "M3": 20.44}
 
 
 def load_alpaca_rows(path: str | Path, what: str = "alpaca_eval.prompts") -> list[dict]:
@@ -79,13 +78,10 @@ def run_alpaca_outputs(model_dir: str, params: Params, prompts_path: str | None,
         rows = rows[:p.max_prompts]
     generator = generator or f"selfreward-{Path(model_dir).name}"
     remove_outputs(out_path)
-    engine = make_engine(model_dir, params.engine, seed=0)
-    try:
+    with open_engine(model_dir, params.engine, seed=0) as engine:
         chats = [[{"role": "user", "content": r["instruction"]}] for r in rows]
         answers = [o[0].strip() for o in engine.generate(chats, Sampling(
             n=1, temperature=0.0, max_new_tokens=p.max_new_tokens, seed=0))]
-    finally:
-        engine.close()
     with atomic_file(out_path) as fh:
         json.dump(model_outputs(rows, answers, generator), fh, ensure_ascii=False, indent=2)
         fh.write("\n")

@@ -262,7 +262,9 @@ def pairs(params_file, judgments, out, metrics) -> None:
     """Pick chosen = highest and rejected = lowest mean score per prompt (params pairs.*).
 
     Ties (margin < pairs.min_margin) and prompts with < 2 valid scores are dropped; with
-    pairs.length_tolerance > 0 the shortest answer near the top score is chosen.
+    pairs.length_tolerance > 0 the shortest answer near the top score is chosen. Among equal top
+    or equal lowest scores, pairs.tie_break picks: random (seeded by pairs.seed), shortest or
+    longest.
     """
     from .stages.pairs import run_pairs
 

@@ -6,9 +6,12 @@ is sent only in the Authorization header and kept out of logs, errors, metrics a
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import logging
 import os
+import random
 import threading
 import time
 import urllib.error
@@ -21,10 +24,40 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_DELAY = 60.0  # seconds: the longest wait between two attempts, Retry-After included
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
+
+def retry_delay(attempt: int, backoff: float, wait: float | None,
+                rng: random.Random) -> float:
+    """Seconds before retry `attempt` + 1: what the server's Retry-After asks for, else
+    exponential backoff with jitter, uniform in [b/2, b] for b = backoff * 2**attempt, so that
+    clients throttled together do not retry in step; at most MAX_DELAY."""
+    if wait is not None:
+        return min(wait, MAX_DELAY)
+    ceiling = min(backoff * 2 ** attempt, MAX_DELAY)
+    return rng.uniform(ceiling / 2, ceiling)
 
 
 class ChatEndpoint:
-    """POST {base_url}/chat/completions; retries rate limits and server errors with backoff."""
+    """POST {base_url}/chat/completions; retries rate limits and server errors with exponential
+    backoff and jitter, or after the time a `Retry-After` header asks for."""
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None, *,
                  timeout: float = 60.0, retries: int = 3, concurrency: int = 4,
@@ -46,6 +79,7 @@ class ChatEndpoint:
         self.concurrency = max(1, concurrency)
         self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "retries": 0}
         self._lock = threading.Lock()  # usage is updated from worker threads
+        self._random = random.Random()  # jitter: unseeded, so clients spread out
 
     def __repr__(self) -> str:  # never show the key
         return f"ChatEndpoint(url={self.url!r}, model={self.model!r})"
@@ -69,20 +103,21 @@ class ChatEndpoint:
                     raise UserError(f"judge endpoint {self.url} answered HTTP {exc.code}: "
                                     f"{detail}", field="eval.judge_endpoint") from None
                 reason = f"HTTP {exc.code}"
+                wait = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 if attempt == self.retries:
                     raise UserError(f"judge endpoint {self.url} unreachable: "
                                     f"{self._scrub(str(getattr(exc, 'reason', exc)))}",
                                     field="eval.judge_endpoint") from None
-                reason = type(exc).__name__
+                reason, wait = type(exc).__name__, None
             except json.JSONDecodeError:
                 raise UserError(f"judge endpoint {self.url} returned invalid JSON",
                                 field="eval.judge_endpoint") from None
             with self._lock:
                 self.usage["retries"] += 1
-            delay = self.backoff * 2 ** attempt
-            log.warning("judge endpoint: %s, retry %d/%d in %.1fs", reason, attempt + 1,
-                        self.retries, delay)
+            delay = retry_delay(attempt, self.backoff, wait, self._random)
+            log.warning("judge endpoint: %s, retry %d/%d in %.1fs%s", reason, attempt + 1,
+                        self.retries, delay, " (Retry-After)" if wait is not None else "")
             time.sleep(delay)
         raise AssertionError("unreachable")
 

@@ -14,6 +14,18 @@ from typing import Any
 from .errors import UserError
 
 
+def read_text(path: str | Path, *, field: str | None = None) -> str:
+    """A UTF-8 text file's content; bytes that are not UTF-8 are a UserError naming the line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        raise UserError(f"invalid UTF-8 (byte 0x{data[exc.start]:02x} at column "
+                        f"{exc.start - line_start + 1}); save the file as UTF-8", file=str(path),
+                        line=data.count(b"\n", 0, exc.start) + 1, field=field) from None
+
+
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     """Read a JSONL file into (line number, object) pairs; blank lines are skipped.
 
@@ -23,19 +35,19 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise UserError("file not found", file=str(path))
     rows: list[tuple[int, dict]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"invalid JSON ({exc.msg} at column {exc.colno})",
-                                file=str(path), line=lineno) from None
-            if not isinstance(obj, dict):
-                raise UserError(f"expected a JSON object, got {type(obj).__name__}",
-                                file=str(path), line=lineno)
-            rows.append((lineno, obj))
+    # Split on "\n" only: a JSON string may hold U+2028, which str.splitlines would cut at.
+    for lineno, text in enumerate(read_text(path).split("\n"), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"invalid JSON ({exc.msg} at column {exc.colno})",
+                            file=str(path), line=lineno) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"expected a JSON object, got {type(obj).__name__}",
+                            file=str(path), line=lineno)
+        rows.append((lineno, obj))
     if not rows:
         raise UserError("file is empty (no JSON lines)", file=str(path))
     return rows

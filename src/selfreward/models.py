@@ -73,20 +73,48 @@ def load_base(spec: str, revision: str | None = None):
     return model, tok
 
 
-def ensure_chat_template(tok) -> None:
-    """Models without a chat template get ChatML, so every stage can format conversations."""
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+          "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def add_chat_template(model, tok) -> list[str]:
+    """Give a checkpoint without a chat template ChatML whose markers are real special tokens
+    (as TRL's `clone_chat_template` does): the tokens the vocabulary lacks are added and the
+    model's embeddings grow to match. Returns the tokens added."""
+    added: list[str] = []
     if not getattr(tok, "chat_template", None):
-        tok.chat_template = (
-            "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
-            "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-            "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+        added = [t for t in CHATML_TOKENS if t not in tok.get_vocab()]
+        if added:
+            tok.add_tokens(added, special_tokens=True)
+            log.info("no chat template: ChatML with the new special tokens %s", added)
+        tok.chat_template = CHATML
+    if added and model is not None and model.get_input_embeddings().num_embeddings < len(tok):
+        model.resize_token_embeddings(len(tok))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return added
+
+
+def ensure_chat_template(tok) -> None:
+    """A tokenizer whose checkpoint has no chat template gets ChatML, if the ChatML markers are
+    tokens of its vocabulary (else they would be plain text: convert the checkpoint first)."""
+    if not getattr(tok, "chat_template", None):
+        missing = [t for t in CHATML_TOKENS if t not in tok.get_vocab()]
+        if missing:
+            raise UserError(f"the checkpoint has no chat template and its vocabulary lacks "
+                            f"{' and '.join(missing)}; convert it with `selfreward base` "
+                            "(base.model: <this dir>), which adds them as special tokens",
+                            file=str(getattr(tok, "name_or_path", "") or ""))
+        tok.chat_template = CHATML
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
 
 
 def save_checkpoint(model, tok, out_dir: str | Path, dtype: str) -> None:
     """Save a standard HF checkpoint (safetensors + tokenizer + chat template) in `dtype`."""
-    ensure_chat_template(tok)
+    add_chat_template(model, tok)
     model = model.to(DTYPES[dtype])
     model.config.dtype = dtype
     if model.generation_config is not None:
@@ -104,8 +132,8 @@ def load_model(path: str | Path, dtype: str = "float32", for_training: bool = Fa
         raise UserError("not a model checkpoint (no config.json); did the previous stage run?",
                         file=str(path))
     tok = AutoTokenizer.from_pretrained(path)
-    ensure_chat_template(tok)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    add_chat_template(model, tok)
     if not for_training:
         model.eval()
     return model, tok

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import UserError
+from .io import read_text
 
 
 @dataclass
@@ -200,6 +201,10 @@ class PairsParams:
     min_margin: float = 0.1
     length_tolerance: float = 0.0  # >0: among candidates within this of the top score, pick the shortest
     min_valid: int = 2
+    # Among answers with equal top or equal lowest scores: random (seeded by `seed`), shortest or
+    # longest. A fixed length rule puts a length bias into the DPO data.
+    tie_break: Literal["random", "shortest", "longest"] = "random"
+    seed: int = 0
 
 
 @dataclass
@@ -213,6 +218,9 @@ class EvalParams:
     seed: int = 0
     judge: str = "models/m1"  # fixed local pairwise judge (ignored when judge_endpoint is set)
     pairwise_mode: Literal["logprob", "generate"] = "logprob"  # local judge: P("1") vs P("2")
+    # The pairwise prompt: a text file with {prompt}, {response_1} and {response_2} (a DVC
+    # dependency of `evaluate`); null = the packaged templates/pairwise_judge.txt.
+    pairwise_template: str | None = None
     judge_max_new_tokens: int = 160  # generate mode and endpoint: room for reasons + "Winner: n"
     judge_endpoint: str | None = None  # OpenAI-compatible base URL, e.g. https://api.openai.com/v1
     endpoint_model: str = "gpt-4o"
@@ -465,19 +473,35 @@ def _build(cls: type, data: dict, prefix: str, where: dict) -> Any:
                         line=where["lines"].get(prefix.rstrip(".")), field=prefix.rstrip("."))
 
 
+def _yaml_error(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """(line, message) of a YAML syntax error, at the line the user has to fix.
+
+    PyYAML marks where it noticed the problem: for an unclosed quote or bracket that is the end
+    of the file or a later line, so the line is the one where the quoted scalar or the flow
+    collection began (its context mark) and the message says where the problem showed.
+    """
+    problem = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context_mark", None)
+    what = getattr(exc, "problem", None) or str(exc)
+    if (context is not None and problem is not None and context.line < problem.line
+            and re.search(r"quoted scalar|flow (sequence|mapping)", exc.context or "")):
+        return context.line + 1, (f"{exc.context} starting here, not closed ({what} at line "
+                                  f"{problem.line + 1})")
+    return (problem.line + 1 if problem else None), what
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate params.yaml; a missing file gives all defaults."""
     path = Path(path)
     if not path.exists():
         raise UserError("params file not found", file=str(path))
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UserError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
-                        line=mark.line + 1 if mark else None) from None
+        line, message = _yaml_error(exc)
+        raise UserError(f"invalid YAML: {message}", file=str(path), line=line) from None
     if not isinstance(data, dict):
         raise UserError("top level must be a mapping of stage name -> params", file=str(path))
     where = {"file": str(path), "lines": _key_lines(node) if node else {}}
@@ -486,6 +510,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     params.extra = extra
     _check_ranges(params, where)
     return params
+
+
+SAMPLING_TEMPERATURES = ("prompts.temperature", "responses.temperature", "judge.temperature",
+                         "eval.temperature", "self_instruct.temperature",
+                         "self_instruct.instance_temperature")
 
 
 def _check_ranges(p: Params, where: dict) -> None:
@@ -552,7 +581,25 @@ def _check_ranges(p: Params, where: dict) -> None:
     for key in ("prompts.top_p", "responses.top_p", "judge.top_p", "eval.top_p"):
         stage, name = key.split(".")
         if not 0 < getattr(getattr(p, stage), name) <= 1:
-            bad(key, "must be in (0, 1]")
+            bad(key, f"must be in (0, 1], got {getattr(getattr(p, stage), name)}")
+    # A negative temperature would be read as greedy by the engines: refuse it instead.
+    for key in SAMPLING_TEMPERATURES:
+        stage, name = key.split(".")
+        if getattr(getattr(p, stage), name) < 0:
+            bad(key, f"must be >= 0 (0 = greedy), got {getattr(getattr(p, stage), name)}")
+    for stage in ("prompts", "self_instruct"):
+        section = getattr(p, stage)
+        for name in ("seed_shots", "generated_shots", "min_words"):
+            if getattr(section, name) < 0:
+                bad(f"{stage}.{name}", f"must be >= 0, got {getattr(section, name)}")
+        if section.max_words < section.min_words:
+            bad(f"{stage}.max_words", f"must be >= {stage}.min_words ({section.min_words}), "
+                f"got {section.max_words}")
+    for stage in ("sft", "dpo"):
+        for name in ("learning_rate", "epochs"):
+            value = getattr(getattr(p, stage), name)
+            if value <= 0:
+                bad(f"{stage}.{name}", f"must be > 0, got {value}")
     _check_launch(p.launch, where)
     _check_oasst(p.oasst, where)
     _check_self_instruct(p, where)

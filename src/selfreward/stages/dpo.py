@@ -42,7 +42,20 @@ def load_pairs(path: str) -> list[dict]:
     return rows
 
 
-def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str | Path,
+def pair_counts(pairs: int, dataset, max_length: int | None) -> dict:
+    """What TRL kept of the pairs: `dataset` is the trainer's tokenized train set, from which
+    pairs whose prompt alone fills `max_length` were dropped; a kept pair whose prompt + chosen
+    or prompt + rejected is longer than `max_length` is truncated (its answer end is cut)."""
+    truncated = 0
+    if max_length is not None:
+        for prompt, chosen, rejected in zip(dataset["prompt_ids"], dataset["chosen_ids"],
+                                            dataset["rejected_ids"]):
+            truncated += len(prompt) + max(len(chosen), len(rejected)) > max_length
+    return {"pairs": pairs, "pairs_kept": len(dataset),
+            "pairs_dropped_for_length": pairs - len(dataset), "pairs_truncated": truncated}
+
+
+def run_dpo(params: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str | Path,
             metrics_path: str | Path, plot_path: str | Path | None, dtype: str) -> dict:
     """Train M_t+1 from M_t with DPO; the frozen reference is a copy of M_t."""
     from datasets import Dataset
@@ -50,32 +63,44 @@ def run_dpo(p: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str |
 
     remove_outputs(out_dir, metrics_path)
     rows = load_pairs(pairs_path)
-    distill = p.distill.weight > 0
-    key = fingerprint(p, model_fingerprint(model_dir), rows,
-                      model_fingerprint(p.distill.teacher) if distill else None)
+    distill = params.distill.weight > 0
+    key = fingerprint(params, model_fingerprint(model_dir), rows,
+                      model_fingerprint(params.distill.teacher) if distill else None)
     model, tok = load_model(model_dir, dtype="float32", for_training=True)
-    teacher = load_teacher(p.distill, tok) if distill else None
-    peft_config, trainable = trainable_setup(model, p, "dpo")
+    teacher = load_teacher(params.distill, tok) if distill else None
+    peft_config, trainable = trainable_setup(model, params, "dpo")
     ref = None
-    if not p.lora.enabled:  # with LoRA, TRL uses the adapter-disabled base as reference
+    if not params.lora.enabled:  # with LoRA, TRL uses the adapter-disabled base as reference
         ref, _ = load_model(model_dir, dtype="float32")
-    with training_workdir(p, out_dir, key) as (work, resume):
-        config = DPOConfig(**trainer_kwargs(p, work), beta=p.beta, loss_type=p.loss_type,
-                           max_length=p.max_length, dataset_num_proc=None)
+    with training_workdir(params, out_dir, key) as (workdir, resume):
+        config = DPOConfig(**trainer_kwargs(params, workdir), beta=params.beta,
+                           loss_type=params.loss_type,
+                           max_length=params.max_length, dataset_num_proc=None)
         kwargs = {"model": model, "ref_model": ref, "args": config,
                   "train_dataset": Dataset.from_list(rows), "processing_class": tok,
                   "peft_config": peft_config}
         if distill:
-            trainer = distill_trainer(teacher, p.distill, **kwargs)
+            trainer = distill_trainer(teacher, params.distill, **kwargs)
             log.info("DPO + distillation on %d pairs (beta=%s, KL weight %s to %s)", len(rows),
-                     p.beta, p.distill.weight, p.distill.teacher)
+                     params.beta, params.distill.weight, params.distill.teacher)
         else:
             trainer = DPOTrainer(**kwargs)
-            log.info("DPO on %d pairs (beta=%s)", len(rows), p.beta)
+            log.info("DPO on %d pairs (beta=%s)", len(rows), params.beta)
+        counts = pair_counts(len(rows), trainer.train_dataset, params.max_length)
+        if counts["pairs_dropped_for_length"] or counts["pairs_truncated"]:
+            log.warning("dpo: of %d pairs, %d dropped (prompt alone >= dpo.max_length %d) and "
+                        "%d truncated (answer cut at dpo.max_length)", len(rows),
+                        counts["pairs_dropped_for_length"], params.max_length,
+                        counts["pairs_truncated"])
+        if not counts["pairs_kept"]:
+            raise UserError(f"every prompt is at least dpo.max_length={params.max_length} tokens: "
+                            "no pair is left to train on; raise dpo.max_length",
+                            file=pairs_path, field="dpo.max_length")
         trainer.train(resume_from_checkpoint=resume)
-        extra = {"pairs": len(rows), "beta": p.beta, "precision": mixed_precision(p.precision),
+        extra = {**counts, "beta": params.beta, "precision": mixed_precision(params.precision),
                  **trainable}
         if distill:
-            extra.update(distill_weight=p.distill.weight, distill_teacher=p.distill.teacher)
+            extra.update(distill_weight=params.distill.weight,
+                         distill_teacher=params.distill.teacher)
         return finish_training(trainer, tok, model_dir, out_dir, dtype, metrics_path, plot_path,
                                extra)

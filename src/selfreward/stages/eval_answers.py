@@ -10,17 +10,17 @@ belong to that model alone, cached per model as a DVC output:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import random
 from pathlib import Path
 
-from ..engines import Sampling, make_engine
+from ..engines import Sampling, open_engine
 from ..errors import UserError
 from ..evaluation import length_stats, mean_with_ci, relevance_items
 from ..io import atomic_dir, read_jsonl, remove_outputs, require, write_json, write_jsonl
 from ..params import EvalParams, Params
-from ..seed import load_eft, load_prompts
+from ..seed import load_eft, load_prompts, select_prompts
 from .eval_judge import eft_agreement, relevance_check
 from .fixed_judge import make_pointwise_judge
 
@@ -31,21 +31,15 @@ ANSWERS, EFT_SCORES, RELEVANCE, FIXED_SCORES, SUMMARY = (
     "summary.json")
 
 
-def select_prompts(rows: list[dict], max_prompts: int, seed: int) -> list[dict]:
-    """A seeded subset of `max_prompts` rows in file order (0 or more than available = all)."""
-    if max_prompts <= 0 or max_prompts >= len(rows):
-        return rows
-    keep = sorted(random.Random(seed).sample(range(len(rows)), max_prompts))
-    return [rows[i] for i in keep]
-
-
-def generate_answers(engine, rows: list[dict], ep: EvalParams) -> list[dict]:
-    """One answer per prompt (greedy when ep.temperature is 0), with its length."""
-    chats = [[{"role": "user", "content": r["prompt"]}] for r in rows]
-    outs = engine.generate(chats, Sampling(n=1, temperature=ep.temperature, top_p=ep.top_p,
-                                           max_new_tokens=ep.max_new_tokens, seed=ep.seed))
-    return [{"id": r["id"], "prompt": r["prompt"], "answer": o[0], "words": len(o[0].split()),
-             "tokens": engine.count_tokens(o[0])} for r, o in zip(rows, outs)]
+def generate_answers(engine, rows: list[dict], eval_params: EvalParams) -> list[dict]:
+    """One answer per prompt (greedy when eval.temperature is 0), with its length."""
+    chats = [[{"role": "user", "content": row["prompt"]}] for row in rows]
+    replies = engine.generate(chats, Sampling(
+        n=1, temperature=eval_params.temperature, top_p=eval_params.top_p,
+        max_new_tokens=eval_params.max_new_tokens, seed=eval_params.seed))
+    return [{"id": row["id"], "prompt": row["prompt"], "answer": texts[0],
+             "words": len(texts[0].split()), "tokens": engine.count_tokens(texts[0])}
+            for row, texts in zip(rows, replies)]
 
 
 def run_eval_model(model_dir: str, params: Params, prompts_path: str, eft_path: str | None,
@@ -54,49 +48,46 @@ def run_eval_model(model_dir: str, params: Params, prompts_path: str, eft_path: 
     """Stage entry: answers, judge agreement, relevance, self-scores and fixed-judge scores of
     one model, in `out_dir` (answers.jsonl, eft_scores.jsonl, relevance.jsonl,
     fixed_judge_scores.jsonl, summary.json)."""
-    ep, jp, shard_size = params.eval, params.judge, params.engine.shard_size
-    rows = select_prompts(load_prompts(prompts_path), ep.max_prompts, ep.seed)
+    eval_params, judge_params = params.eval, params.judge
+    shard_size = params.engine.shard_size
+    rows = select_prompts(load_prompts(prompts_path), eval_params.max_prompts, eval_params.seed)
     examples = load_eft(eft_path) if eft_path else None
     remove_outputs(out_dir, *([metrics_path] if metrics_path else []))
-    summary: dict = {"model": model_dir, "prompts": len(rows), "judge_mode": jp.mode}
-    engine = make_engine(model_dir, params.engine, seed=ep.seed)
+    summary: dict = {"model": model_dir, "prompts": len(rows), "judge_mode": judge_params.mode}
     with atomic_dir(out_dir) as tmp:
-        try:
-            answers = generate_answers(engine, rows, ep)
+        with open_engine(model_dir, params.engine, seed=eval_params.seed) as engine:
+            answers = generate_answers(engine, rows, eval_params)
             write_jsonl(tmp / ANSWERS, answers)
             summary["length"] = length_stats([a["words"] for a in answers],
                                              [a["tokens"] for a in answers])
             if examples is not None:
                 summary["judge_agreement"], scored = eft_agreement(
-                    engine, examples, jp, shard_size, tmp / EFT_SCORES, ep.seed)
+                    engine, examples, judge_params, shard_size, tmp / EFT_SCORES,
+                    eval_params.seed)
                 write_jsonl(tmp / EFT_SCORES, scored)
             items = relevance_items([a["prompt"] for a in answers],
-                                    [a["answer"] for a in answers], ep.seed)
-            relevance, rel_rows = relevance_check(engine, items, jp, shard_size,
+                                    [a["answer"] for a in answers], eval_params.seed)
+            relevance, rel_rows = relevance_check(engine, items, judge_params, shard_size,
                                                   tmp / RELEVANCE)
             for row in rel_rows:
-                row["id"], row["other_id"] = answers[row["index"]]["id"], \
-                    answers[row["other"]]["id"]
+                row["id"] = answers[row["index"]]["id"]
+                row["other_id"] = answers[row["other"]]["id"]
             write_jsonl(tmp / RELEVANCE, rel_rows)
             summary["relevance"] = relevance
             self_scores = [r["own_score"] for r in rel_rows]
-            summary["self_score"] = mean_with_ci(self_scores, ep.seed)
-            summary["engine"] = engine.stats.as_dict()
-        finally:
-            engine.close()
+            summary["self_score"] = mean_with_ci(self_scores, eval_params.seed)
+        summary["engine"] = engine.stats.as_dict()
         if fixed_judge and Path(fixed_judge).resolve() == Path(model_dir).resolve() \
-                and not ep.judge_endpoint:
+                and not eval_params.judge_endpoint:
             fixed, info = self_scores, {"kind": "local", "model": fixed_judge}  # same judge
         else:
             judge, info = make_pointwise_judge(params, fixed_judge)
-            try:
+            with contextlib.closing(judge):
                 fixed = judge.score([a["prompt"] for a in answers],
                                     [a["answer"] for a in answers], tmp / FIXED_SCORES)
-            finally:
-                judge.close()
         write_jsonl(tmp / FIXED_SCORES, [{"id": a["id"], "score": s}
                                          for a, s in zip(answers, fixed)])
-        summary["fixed_judge"] = {**info, **mean_with_ci(fixed, ep.seed)}
+        summary["fixed_judge"] = {**info, **mean_with_ci(fixed, eval_params.seed)}
         write_json(tmp / SUMMARY, summary)
     if metrics_path:  # headline figures for `dvc metrics` and the report (M0 included)
         write_json(metrics_path, model_section(summary))
@@ -124,7 +115,9 @@ def model_section(summary: dict) -> dict:
             if relevance else None,
             "self_score": summary.get("self_score"),
             "fixed_judge": summary.get("fixed_judge"),
-            "length": {k: length.get(k) for k in LENGTH_KEYS}}
+            "length": {k: length.get(k) for k in LENGTH_KEYS},
+            # prompts cut from the left to fit the engine's context (answers and judge turns)
+            "truncated_prompts": (summary.get("engine") or {}).get("truncated_prompts")}
 
 
 def load_eval_dir(path: str | Path) -> tuple[dict, dict[str, dict]]:

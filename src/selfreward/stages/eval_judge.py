@@ -11,7 +11,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from ..engines import make_engine
+from ..engines import open_engine
 from ..errors import UserError
 from ..evaluation import (
     derangement,
@@ -21,11 +21,11 @@ from ..evaluation import (
     score_spread,
     wilson_interval,
 )
-from ..io import read_jsonl, remove_outputs, write_json
+from ..io import read_jsonl, read_text, remove_outputs, write_json
 from ..params import JudgeParams, Params
 from ..prompting import judge_template
 from ..seed import JudgeExample, load_eft
-from ..shards import fingerprint, finish
+from ..shards import finish, shard_key
 from .judge import judge_rows
 
 log = logging.getLogger(__name__)
@@ -33,20 +33,22 @@ log = logging.getLogger(__name__)
 RELEVANT_SCORE = 3  # EFT answers at least this good stand in as "an answer to the prompt"
 
 
-def score_with_judge(engine, prompts: list[str], responses: list[list[str]], jp: JudgeParams,
-                     shard_size: int, work: Path) -> list[list[float | None]]:
-    """Mean judge score of every response, through the pipeline's own `judge_rows`."""
-    rows = [{"id": str(i), "prompt": p, "responses": r}
-            for i, (p, r) in enumerate(zip(prompts, responses))]
-    key = fingerprint(jp, judge_template(jp.template), [r["responses"] for r in rows],
-                      [r["prompt"] for r in rows])
-    out, _ = judge_rows(engine, rows, jp, shard_size, work, key)
-    finish(work)
+def score_with_judge(engine, prompts: list[str], responses: list[list[str]],
+                     judge_params: JudgeParams, shard_size: int, shards_for: Path,
+                     model: str = "") -> list[list[float | None]]:
+    """Mean judge score of every response, through the pipeline's own `judge_rows`; resumable
+    shards beside `shards_for`, keyed by the judge `model`'s fingerprint among the rest."""
+    rows = [{"id": str(i), "prompt": prompt, "responses": answers}
+            for i, (prompt, answers) in enumerate(zip(prompts, responses))]
+    key = shard_key(params=judge_params, templates=[judge_template(judge_params.template)],
+                    inputs=rows, model=model)
+    out, _ = judge_rows(engine, rows, judge_params, shard_size, shards_for, key)
+    finish(shards_for)
     return [row["mean"] for row in out]
 
 
-def eft_agreement(engine, examples: list[JudgeExample], jp: JudgeParams, shard_size: int,
-                  work: Path, seed: int = 0) -> tuple[dict, list[dict]]:
+def eft_agreement(engine, examples: list[JudgeExample], judge_params: JudgeParams,
+                  shard_size: int, shards_for: Path, seed: int = 0) -> tuple[dict, list[dict]]:
     """Agreement with human scores on a grouped EFT set (with a group-bootstrap interval of the
     pairwise accuracy and the spread of the scores); also the per-example scores."""
     by_prompt: dict[tuple[str, str], list[int]] = {}
@@ -55,7 +57,7 @@ def eft_agreement(engine, examples: list[JudgeExample], jp: JudgeParams, shard_s
     keys = list(by_prompt)
     means = score_with_judge(engine, [k[1] for k in keys],
                              [[examples[i].response for i in by_prompt[k]] for k in keys],
-                             jp, shard_size, work)
+                             judge_params, shard_size, shards_for)
     model: list[float | None] = [None] * len(examples)
     for k, row in zip(keys, means):
         for i, m in zip(by_prompt[k], row):
@@ -69,13 +71,13 @@ def eft_agreement(engine, examples: list[JudgeExample], jp: JudgeParams, shard_s
     return metrics, rows
 
 
-def relevance_check(engine, items: list[dict], jp: JudgeParams, shard_size: int,
-                    work: Path) -> tuple[dict, list[dict]]:
+def relevance_check(engine, items: list[dict], judge_params: JudgeParams, shard_size: int,
+                    shards_for: Path) -> tuple[dict, list[dict]]:
     """Score each prompt's own answer and another prompt's answer; accuracy = share of prompts
     whose own answer scores higher (ties count as misses), with its Wilson interval."""
     means = score_with_judge(engine, [it["prompt"] for it in items],
-                             [[it["chosen"], it["rejected"]] for it in items], jp, shard_size,
-                             work)
+                             [[it["chosen"], it["rejected"]] for it in items], judge_params,
+                             shard_size, shards_for)
     metrics = relevance_metrics([(m[0], m[1]) for m in means])
     rows = [{**{k: v for k, v in it.items() if k not in ("chosen", "rejected")},
              "own_score": m[0], "other_score": m[1]} for it, m in zip(items, means)]
@@ -128,8 +130,7 @@ def _text(value, file: str, line: int, key: str, role: str) -> str:
 def load_preference_pairs(path: str | Path) -> list[dict]:
     """`{prompt, chosen, rejected}` rows (plain strings or TRL conversational), validated."""
     file = str(path)
-    p = Path(path)
-    if p.is_file() and not p.read_text(encoding="utf-8").strip():
+    if Path(path).is_file() and not read_text(path).strip():
         raise UserError("file is empty: expected one {prompt, chosen, rejected} object per line",
                         file=file, line=1)
     out = []
@@ -144,11 +145,12 @@ def load_preference_pairs(path: str | Path) -> list[dict]:
     return out
 
 
-def pairs_agreement(engine, pairs: list[dict], jp: JudgeParams, shard_size: int,
-                    work: Path) -> dict:
+def pairs_agreement(engine, pairs: list[dict], judge_params: JudgeParams, shard_size: int,
+                    shards_for: Path) -> dict:
     """Pairwise accuracy of the judge on chosen/rejected pairs (ties counted separately)."""
-    means = score_with_judge(engine, [p["prompt"] for p in pairs],
-                             [[p["chosen"], p["rejected"]] for p in pairs], jp, shard_size, work)
+    means = score_with_judge(engine, [pair["prompt"] for pair in pairs],
+                             [[pair["chosen"], pair["rejected"]] for pair in pairs], judge_params,
+                             shard_size, shards_for)
     return relevance_metrics([(m[0], m[1]) for m in means])
 
 
@@ -164,23 +166,20 @@ def run_eval_judge(model_dir: str, params: Params, eft_path: str | None, pairs_p
         remove_outputs(out_path)
     result: dict = {"model": model_dir, "judge_mode": params.judge.mode}
     shard_size, seed = params.engine.shard_size, params.eval.seed
-    engine = make_engine(model_dir, params.engine, seed=params.judge.seed)
-    try:
-        with tempfile.TemporaryDirectory(prefix="selfreward-eval-judge-") as tmp:
-            if examples is not None:
-                result["eft"], _ = eft_agreement(engine, examples, params.judge, shard_size,
-                                                 Path(tmp) / "eft", seed)
-                items = eft_relevance_items(examples, seed)
-                if items:
-                    result["eft_relevance"], _ = relevance_check(
-                        engine, items, params.judge, shard_size, Path(tmp) / "relevance")
-                result["eft_file"] = eft_path
-            if pairs is not None:
-                result["pairs"] = pairs_agreement(engine, pairs, params.judge, shard_size,
-                                                  Path(tmp) / "pairs")
-                result["pairs_file"] = pairs_path
-    finally:
-        engine.close()
+    with (open_engine(model_dir, params.engine, seed=params.judge.seed) as engine,
+          tempfile.TemporaryDirectory(prefix="selfreward-eval-judge-") as tmp):
+        if examples is not None:
+            result["eft"], _ = eft_agreement(engine, examples, params.judge, shard_size,
+                                             Path(tmp) / "eft", seed)
+            items = eft_relevance_items(examples, seed)
+            if items:
+                result["eft_relevance"], _ = relevance_check(
+                    engine, items, params.judge, shard_size, Path(tmp) / "relevance")
+            result["eft_file"] = eft_path
+        if pairs is not None:
+            result["pairs"] = pairs_agreement(engine, pairs, params.judge, shard_size,
+                                              Path(tmp) / "pairs")
+            result["pairs_file"] = pairs_path
     if out_path:
         write_json(out_path, result)
     return result

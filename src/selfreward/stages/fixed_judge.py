@@ -3,22 +3,25 @@ the pipeline's rubric: one answer at a time, so there is no slot for it to be bi
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from ..endpoint import ChatEndpoint
-from ..engines import make_engine
+from ..engines import open_engine
 from ..params import Params
 from ..prompting import judge_messages, judge_template
+from ..shards import model_fingerprint
 from .eval_judge import score_with_judge
 from .judge import parse_score
 
 
 def make_endpoint(params: Params) -> ChatEndpoint:
     """The OpenAI-compatible endpoint of eval.* (key read from the env variable it names)."""
-    ep = params.eval
-    return ChatEndpoint(ep.judge_endpoint, ep.endpoint_model, ep.api_key_env,
-                        timeout=ep.endpoint_timeout, retries=ep.endpoint_retries,
-                        concurrency=ep.endpoint_concurrency)
+    eval_params = params.eval
+    return ChatEndpoint(eval_params.judge_endpoint, eval_params.endpoint_model,
+                        eval_params.api_key_env, timeout=eval_params.endpoint_timeout,
+                        retries=eval_params.endpoint_retries,
+                        concurrency=eval_params.endpoint_concurrency)
 
 
 class LocalPointwiseJudge:
@@ -26,15 +29,19 @@ class LocalPointwiseJudge:
 
     def __init__(self, model_dir: str, params: Params) -> None:
         self.params = params
-        self.engine = make_engine(model_dir, params.engine, seed=params.judge.seed)
+        self.model = model_fingerprint(model_dir)
+        self._engine = contextlib.ExitStack()
+        self.engine = self._engine.enter_context(
+            open_engine(model_dir, params.engine, seed=params.judge.seed))
 
-    def score(self, prompts: list[str], answers: list[str], work: Path) -> list[float | None]:
+    def score(self, prompts: list[str], answers: list[str], shards_for: Path
+              ) -> list[float | None]:
         means = score_with_judge(self.engine, prompts, [[a] for a in answers], self.params.judge,
-                                 self.params.engine.shard_size, work)
+                                 self.params.engine.shard_size, shards_for, self.model)
         return [m[0] for m in means]
 
     def close(self) -> None:
-        self.engine.close()
+        self._engine.close()
 
 
 class EndpointPointwiseJudge:
@@ -45,8 +52,10 @@ class EndpointPointwiseJudge:
         self.endpoint, self.max_new_tokens, self.seed = endpoint, max_new_tokens, seed
         self.rubric = rubric
 
-    def score(self, prompts: list[str], answers: list[str], work: Path) -> list[float | None]:
-        chats = [judge_messages(p, a, self.rubric) for p, a in zip(prompts, answers)]
+    def score(self, prompts: list[str], answers: list[str], shards_for: Path
+              ) -> list[float | None]:
+        chats = [judge_messages(prompt, answer, self.rubric)
+                 for prompt, answer in zip(prompts, answers)]
         texts = self.endpoint.complete_many(chats, max_tokens=self.max_new_tokens,
                                             seed=self.seed)
         return [parse_score(t) for t in texts]
@@ -57,12 +66,12 @@ class EndpointPointwiseJudge:
 
 def make_pointwise_judge(params: Params, judge_dir: str | None = None):
     """(judge, description without secrets): the endpoint when eval.judge_endpoint is set, else
-    the local checkpoint `judge_dir` (default eval.judge)."""
-    ep = params.eval
-    if ep.judge_endpoint:
+    the local checkpoint `judge_dir` (default eval.judge). Close it after use."""
+    eval_params = params.eval
+    if eval_params.judge_endpoint:
         endpoint = make_endpoint(params)
-        return (EndpointPointwiseJudge(endpoint, ep.judge_max_new_tokens, ep.seed,
-                                       judge_template(params.judge.template)),
-                {"kind": "endpoint", "url": endpoint.url, "model": ep.endpoint_model})
-    judge_dir = judge_dir or ep.judge
+        return (EndpointPointwiseJudge(endpoint, eval_params.judge_max_new_tokens,
+                                       eval_params.seed, judge_template(params.judge.template)),
+                {"kind": "endpoint", "url": endpoint.url, "model": eval_params.endpoint_model})
+    judge_dir = judge_dir or eval_params.judge
     return LocalPointwiseJudge(judge_dir, params), {"kind": "local", "model": judge_dir}

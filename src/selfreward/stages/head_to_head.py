@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
 
 from ..endpoint import ChatEndpoint
-from ..engines import Sampling, make_engine
+from ..engines import Sampling, engine_key, open_engine
 from ..errors import UserError
 from ..evaluation import (
     answers_changed,
@@ -27,22 +28,31 @@ from ..evaluation import (
 )
 from ..io import remove_outputs, write_json, write_jsonl
 from ..params import Params
-from ..prompting import fill, template
-from ..shards import fingerprint, finish, model_fingerprint, run_sharded
+from ..shards import finish, model_fingerprint, run_sharded, shard_key
+from ..templates import fill, user_template
 from .eval_answers import FIXED_SCORES, RELEVANCE, load_eval_dir, load_scores, model_section
 from .fixed_judge import LocalPointwiseJudge, make_endpoint
 
 log = logging.getLogger(__name__)
 
 PAIRWISE_PREFIX = "Winner: "  # the assistant prefix the logprob pairwise judge scores from
+PAIRWISE_FIELDS = ("prompt", "response_1", "response_2")
 _WINNER = re.compile(r"winner\s*[:=]?\s*\**\s*(?:response\s*)?([12])(?!\d)", re.IGNORECASE)
 
 
-def pairwise_messages(prompt: str, response_1: str, response_2: str) -> list[dict]:
-    """The user turn asking a judge which of two responses to `prompt` is better."""
-    text = fill(template("pairwise_judge"), prompt=prompt.strip(), response_1=response_1.strip(),
-                response_2=response_2.strip())
-    return [{"role": "user", "content": text}]
+def pairwise_template(path: str | None = None) -> str:
+    """The head-to-head prompt: the file at `path` (eval.pairwise_template), or the packaged
+    templates/pairwise_judge.txt; it must contain {prompt}, {response_1} and {response_2}."""
+    return user_template(path, "pairwise_judge", PAIRWISE_FIELDS, "eval.pairwise_template")
+
+
+def pairwise_messages(prompt: str, response_1: str, response_2: str,
+                      text: str | None = None) -> list[dict]:
+    """The user turn asking a judge which of two responses to `prompt` is better (`text`: the
+    pairwise template; default the packaged one)."""
+    content = fill(text if text is not None else pairwise_template(), prompt=prompt.strip(),
+                   response_1=response_1.strip(), response_2=response_2.strip())
+    return [{"role": "user", "content": content}]
 
 
 def parse_winner(text: str) -> int | None:
@@ -75,9 +85,6 @@ class LocalPairwiseJudge:
                                                      seed=self.seed))
         return [{"verdict": parse_winner(t[0]), "p_first": None, "raw": t[0]} for t in texts]
 
-    def close(self) -> None:
-        self.engine.close()
-
 
 class EndpointPairwiseJudge:
     """An OpenAI-compatible chat endpoint as pairwise judge (greedy, reply parsed)."""
@@ -89,34 +96,36 @@ class EndpointPairwiseJudge:
         texts = self.endpoint.complete_many(chats, max_tokens=self.max_new_tokens, seed=self.seed)
         return [{"verdict": parse_winner(t), "p_first": None, "raw": t} for t in texts]
 
-    def close(self) -> None:
-        pass
 
-
-def make_pairwise_judge(params: Params, judge_dir: str | None):
-    """The configured fixed judge and a description of it (for metrics, without secrets)."""
-    ep = params.eval
-    if ep.judge_endpoint:
+def make_pairwise_judge(params: Params, judge_dir: str | None, stack: contextlib.ExitStack):
+    """The configured fixed judge and a description of it (for metrics, without secrets); a
+    local judge's engine closes with `stack`."""
+    eval_params = params.eval
+    if eval_params.judge_endpoint:
         endpoint = make_endpoint(params)
-        return (EndpointPairwiseJudge(endpoint, ep.judge_max_new_tokens, ep.seed),
-                {"kind": "endpoint", "url": endpoint.url, "model": ep.endpoint_model})
-    judge_dir = judge_dir or ep.judge
-    engine = make_engine(judge_dir, params.engine, seed=ep.seed)
-    return (LocalPairwiseJudge(engine, ep.pairwise_mode, ep.judge_max_new_tokens, ep.seed),
-            {"kind": "local", "model": judge_dir, "mode": ep.pairwise_mode})
+        return (EndpointPairwiseJudge(endpoint, eval_params.judge_max_new_tokens,
+                                      eval_params.seed),
+                {"kind": "endpoint", "url": endpoint.url, "model": eval_params.endpoint_model})
+    judge_dir = judge_dir or eval_params.judge
+    engine = stack.enter_context(open_engine(judge_dir, params.engine, seed=eval_params.seed))
+    return (LocalPairwiseJudge(engine, eval_params.pairwise_mode,
+                               eval_params.judge_max_new_tokens, eval_params.seed),
+            {"kind": "local", "model": judge_dir, "mode": eval_params.pairwise_mode})
 
 
-def judge_both_orders(judge, items: list[dict]) -> list[dict]:
-    """Judge each {prompt, x, y} with x shown first, then with x second; combine the verdicts."""
+def judge_both_orders(judge, items: list[dict], text: str | None = None) -> list[dict]:
+    """Judge each {prompt, x, y} with x (the candidate's answer) shown first, then second;
+    combine the two verdicts. `text`: the pairwise template."""
     chats = []
-    for it in items:
-        chats.append(pairwise_messages(it["prompt"], it["x"], it["y"]))
-        chats.append(pairwise_messages(it["prompt"], it["y"], it["x"]))
+    for item in items:
+        chats.append(pairwise_messages(item["prompt"], item["x"], item["y"], text))
+        chats.append(pairwise_messages(item["prompt"], item["y"], item["x"], text))
     verdicts = judge.judge(chats)
     out = []
-    for k, it in enumerate(items):
+    for k, item in enumerate(items):
         first, second = verdicts[2 * k], verdicts[2 * k + 1]
-        rec = {**it, "verdict_x_first": first["verdict"], "verdict_x_second": second["verdict"],
+        rec = {**item, "verdict_x_first": first["verdict"],
+               "verdict_x_second": second["verdict"],
                "outcome": combine_orders(first["verdict"], second["verdict"])}
         if first["p_first"] is not None and second["p_first"] is not None:
             rec["p_x"] = round((first["p_first"] + 1 - second["p_first"]) / 2, 6)
@@ -126,17 +135,19 @@ def judge_both_orders(judge, items: list[dict]) -> list[dict]:
     return out
 
 
-def comparison_items(opponent: str, x: dict[str, dict], y: dict[str, dict]) -> list[dict]:
-    """Items pitting x's answer against y's for every prompt both answered."""
-    ids = [i for i in x if i in y]
-    if len(ids) < max(len(x), len(y)):
+def comparison_items(opponent: str, candidate: dict[str, dict],
+                     other: dict[str, dict]) -> list[dict]:
+    """Items pitting the candidate's answer (x) against the opponent's (y) for every prompt both
+    answered (both: answers by prompt id)."""
+    ids = [i for i in candidate if i in other]
+    if len(ids) < max(len(candidate), len(other)):
         log.warning("head-to-head vs %s: only %d shared prompts (%d vs %d answers)", opponent,
-                    len(ids), len(x), len(y))
+                    len(ids), len(candidate), len(other))
     if not ids:
         raise UserError(f"no eval prompt was answered by both models (vs {opponent}); "
                         "regenerate the eval answers with the same eval params")
-    return [{"opponent": opponent, "id": i, "prompt": x[i]["prompt"], "x": x[i]["answer"],
-             "y": y[i]["answer"]} for i in ids]
+    return [{"opponent": opponent, "id": i, "prompt": candidate[i]["prompt"],
+             "x": candidate[i]["answer"], "y": other[i]["answer"]} for i in ids]
 
 
 def outcome_summary(records: list[dict], seed: int = 0) -> dict:
@@ -162,24 +173,22 @@ def outcome_summary(records: list[dict], seed: int = 0) -> dict:
 
 
 def frozen_judge_gain(judge_dir: str, params: Params, model_eval: str, prev: dict[str, dict],
-                      nxt: dict[str, dict], work: Path) -> dict:
+                      nxt: dict[str, dict], shards_for: Path) -> dict:
     """Judge M_t (`judge_dir`) on M_t+1's answers vs its own, paired by prompt."""
     before = load_scores(model_eval, RELEVANCE, key="own_score")  # M_t judging its answers
     ids = [i for i in nxt if i in prev and i in before]
-    judge = LocalPointwiseJudge(judge_dir, params)
-    try:
+    with contextlib.closing(LocalPointwiseJudge(judge_dir, params)) as judge:
         after = judge.score([nxt[i]["prompt"] for i in ids], [nxt[i]["answer"] for i in ids],
-                            work)
-    finally:
-        judge.close()
+                            shards_for)
     return {"judge": judge_dir, **paired_gain([before[i] for i in ids], after, params.eval.seed)}
 
 
-def fixed_judge_gain(x_eval: str, y_eval: str, seed: int) -> dict:
-    """Fixed-judge pointwise score of x's answers minus y's, paired by prompt."""
-    x, y = load_scores(x_eval, FIXED_SCORES), load_scores(y_eval, FIXED_SCORES)
-    ids = [i for i in x if i in y]
-    return paired_gain([y[i] for i in ids], [x[i] for i in ids], seed)
+def fixed_judge_gain(candidate_eval: str, other_eval: str, seed: int) -> dict:
+    """Fixed-judge pointwise score of the candidate's answers minus the other's, by prompt."""
+    candidate = load_scores(candidate_eval, FIXED_SCORES)
+    other = load_scores(other_eval, FIXED_SCORES)
+    ids = [i for i in candidate if i in other]
+    return paired_gain([other[i] for i in ids], [candidate[i] for i in ids], seed)
 
 
 def run_evaluate(params: Params, iteration: str, model_eval: str, next_eval: str,
@@ -190,7 +199,7 @@ def run_evaluate(params: Params, iteration: str, model_eval: str, next_eval: str
     remove_outputs(out_path, metrics_path)
     prev_summary, prev = load_eval_dir(model_eval)
     next_summary, nxt = load_eval_dir(next_eval)
-    ep = params.eval
+    eval_params = params.eval
     metrics: dict = {"iteration": iteration, "prompts": len(nxt),
                      "answers_changed": answers_changed(
                          {i: a["answer"] for i, a in prev.items()},
@@ -202,21 +211,24 @@ def run_evaluate(params: Params, iteration: str, model_eval: str, next_eval: str
     sft_is_prev = Path(sft_eval).resolve() == Path(model_eval).resolve()
     if not sft_is_prev:
         opponents["sft"] = load_eval_dir(sft_eval)[1]
-    metrics["fixed_judge_gain"] = {"vs_prev": fixed_judge_gain(next_eval, model_eval, ep.seed)}
-    metrics["fixed_judge_gain"]["vs_sft"] = (metrics["fixed_judge_gain"]["vs_prev"] if sft_is_prev
-                                             else fixed_judge_gain(next_eval, sft_eval, ep.seed))
-    items = [it for name, ans in opponents.items() for it in comparison_items(name, nxt, ans)]
-    judge, judge_info = make_pairwise_judge(params, judge_dir)
-    judge_id = (judge_info if judge_info["kind"] == "endpoint"
-                else {**judge_info, "fp": model_fingerprint(judge_info["model"])})
-    key = fingerprint(ep, judge_id, template("pairwise_judge"), items)
-    try:
-        records, shard_stats = run_sharded(items, out_path, key, params.engine.shard_size,
-                                           lambda chunk, _k: judge_both_orders(judge, chunk),
-                                           desc="head-to-head (both orders)")
-    finally:
-        judge.close()
-    vs = {name: outcome_summary([r for r in records if r["opponent"] == name], ep.seed)
+    gains = {"vs_prev": fixed_judge_gain(next_eval, model_eval, eval_params.seed)}
+    gains["vs_sft"] = (gains["vs_prev"] if sft_is_prev
+                       else fixed_judge_gain(next_eval, sft_eval, eval_params.seed))
+    metrics["fixed_judge_gain"] = gains
+    items = [item for name, answers in opponents.items()
+             for item in comparison_items(name, nxt, answers)]
+    text = pairwise_template(eval_params.pairwise_template)
+    with contextlib.ExitStack() as stack:
+        judge, judge_info = make_pairwise_judge(params, judge_dir, stack)
+        local = judge_info["kind"] == "local"
+        key = shard_key(params=eval_params, templates=[text], inputs=items,
+                        model=model_fingerprint(judge_info["model"]) if local else "",
+                        engine={**judge_info, **(engine_key(params.engine) if local else {})})
+        records, shard_stats = run_sharded(
+            items, out_path, key, params.engine.shard_size,
+            lambda chunk, _k: judge_both_orders(judge, chunk, text),
+            desc="head-to-head (both orders)")
+    vs = {name: outcome_summary([r for r in records if r["opponent"] == name], eval_params.seed)
           for name in opponents}
     vs.setdefault("sft", vs["prev"])  # iteration 1: M_t is M1
     metrics.update({"judge": judge_info, "vs_prev": vs["prev"], "vs_sft": vs["sft"],

@@ -10,50 +10,42 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..engines import Sampling, make_engine
+from ..engines import Sampling, open_engine
 from ..errors import UserError
 from ..ifeval import aggregate, load_ifeval_prompts, score_response
 from ..io import remove_outputs, write_json, write_jsonl
 from ..params import Params
-from .eval_answers import select_prompts
+from ..seed import select_prompts
 
 log = logging.getLogger(__name__)
 
 OFFICIAL_DATASET = "google/IFEval"
 
 
-def _tokens_counter(model_dir: str):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
-
-
 def run_ifeval(model_dir: str, params: Params, prompts_path: str | None, answers_path: str | Path,
                metrics_path: str | Path) -> dict:
     """Answer every prompt greedily (ifeval.max_new_tokens), score, write answers and metrics."""
-    p = params.ifeval
-    prompts_path = prompts_path or p.prompts
-    rows = select_prompts(load_ifeval_prompts(prompts_path), p.max_prompts, p.seed)
+    ifeval_params = params.ifeval
+    prompts_path = prompts_path or ifeval_params.prompts
+    rows = select_prompts(load_ifeval_prompts(prompts_path), ifeval_params.max_prompts,
+                          ifeval_params.seed)
     remove_outputs(answers_path, metrics_path)
-    engine = make_engine(model_dir, params.engine, seed=p.seed)
-    try:
-        chats = [[{"role": "user", "content": r["prompt"]}] for r in rows]
-        answers = [o[0] for o in engine.generate(chats, Sampling(
-            n=1, temperature=0.0, max_new_tokens=p.max_new_tokens, seed=p.seed))]
-        engine_stats = engine.stats.as_dict()
-    finally:
-        engine.close()
-    count_tokens = _tokens_counter(model_dir)
-    verdicts = [score_response(r, a) for r, a in zip(rows, answers)]
-    tokens = [count_tokens(a) for a in answers]
+    with open_engine(model_dir, params.engine, seed=ifeval_params.seed) as engine:
+        chats = [[{"role": "user", "content": row["prompt"]}] for row in rows]
+        answers = [texts[0] for texts in engine.generate(chats, Sampling(
+            n=1, temperature=0.0, max_new_tokens=ifeval_params.max_new_tokens,
+            seed=ifeval_params.seed))]
+        tokens = [engine.count_tokens(answer) for answer in answers]
+    engine_stats = engine.stats.as_dict()
+    verdicts = [score_response(row, answer) for row, answer in zip(rows, answers)]
     metrics = {"model": model_dir, "prompts_file": str(prompts_path),
-               "max_new_tokens": p.max_new_tokens,
+               "max_new_tokens": ifeval_params.max_new_tokens,
                # answers cut by the cap: length instructions ("at least 300 words") fail there
-               "answers_at_cap": sum(t >= p.max_new_tokens for t in tokens),
+               "answers_at_cap": sum(t >= ifeval_params.max_new_tokens for t in tokens),
                "mean_answer_tokens": round(sum(tokens) / len(tokens), 2),
-               **aggregate(rows, verdicts, samples=p.bootstrap, seed=p.seed),
-               "engine": engine_stats}
+               **aggregate(rows, verdicts, samples=ifeval_params.bootstrap,
+                           seed=ifeval_params.seed),
+               "truncated_prompts": engine_stats["truncated_prompts"], "engine": engine_stats}
     write_jsonl(answers_path, ({"key": r["key"], "prompt": r["prompt"],
                                 "instruction_id_list": r["instruction_id_list"], "answer": a,
                                 "strict": v["strict"], "loose": v["loose"]}

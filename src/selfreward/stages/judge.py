@@ -12,17 +12,18 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from ..engines import Sampling, engine_key, expected_score, make_engine
+from ..engines import Sampling, engine_key, expected_score, open_engine
 from ..errors import UserError
 from ..evaluation import score_spread
 from ..io import read_jsonl, remove_outputs, require, write_csv, write_json, write_jsonl
 from ..params import EngineParams, JudgeParams
 from ..prompting import JUDGE_PREFIX, judge_messages, judge_template
-from ..shards import fingerprint, finish, model_fingerprint, run_sharded
+from ..shards import finish, item_seed, model_fingerprint, run_sharded, shard_key
 
 log = logging.getLogger(__name__)
 
-_SCORE = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)(?!\d)", re.IGNORECASE)
+# \b: "Underscore: 2" holds no score.
+_SCORE = re.compile(r"\bscore\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)(?!\d)", re.IGNORECASE)
 
 
 def parse_score(text: str) -> float | None:
@@ -56,71 +57,77 @@ def load_responses(path: str) -> list[dict]:
     return rows
 
 
-def judge_rows(engine, rows: list[dict], p: JudgeParams, shard_size: int, output: str | Path,
-               key: str) -> tuple[list[dict], dict]:
-    """Score every response of every row; returns judgment rows (contract in architecture.md)."""
+def judge_rows(engine, rows: list[dict], params: JudgeParams, shard_size: int,
+               output: str | Path, key: str | dict) -> tuple[list[dict], dict]:
+    """Score every response of every row; returns judgment rows (contract in the README):
+    `scores` (K per response, null = unparseable), `parsed` (how many of the K parsed) and
+    `mean` (over the parsed ones)."""
 
-    rubric = judge_template(p.template)
+    rubric = judge_template(params.template)
 
-    def work(chunk: list[dict], k: int) -> list[dict]:
-        flat = [(i, r) for i, row in enumerate(chunk) for r in row["responses"]]
-        chats = [judge_messages(chunk[i]["prompt"], r, rubric) for i, r in flat]
+    def judge_shard(chunk: list[dict], k: int) -> list[dict]:
+        flat = [(i, response) for i, row in enumerate(chunk) for response in row["responses"]]
+        chats = [judge_messages(chunk[i]["prompt"], response, rubric) for i, response in flat]
         scores: list[list[float | None]]
         raw: list[list[str]] | None = None
-        if p.mode == "logprob":
+        if params.mode == "logprob":
             probs = engine.digit_probs(chats, JUDGE_PREFIX) if chats else []
-            scores = [[round(expected_score(pr), 6)] for pr in probs]
+            scores = [[round(expected_score(digits), 6)] for digits in probs]
         else:
-            outs = engine.generate(chats, Sampling(n=p.samples, temperature=p.temperature,
-                                                   top_p=p.top_p, max_new_tokens=p.max_new_tokens,
-                                                   seed=p.seed * 100_003 + k)) if chats else []
-            scores = [[parse_score(t) for t in o] for o in outs]
-            raw = outs
+            raw = engine.generate(chats, Sampling(
+                n=params.samples, temperature=params.temperature, top_p=params.top_p,
+                max_new_tokens=params.max_new_tokens,
+                seed=item_seed(params.seed, k))) if chats else []
+            scores = [[parse_score(text) for text in texts] for texts in raw]
         out, pos = [], 0
         for row in chunk:
             n = len(row["responses"])
-            s = scores[pos:pos + n]
-            means = [round(statistics.fmean(v), 6) if (v := [x for x in ks if x is not None])
-                     else None for ks in s]
+            row_scores = scores[pos:pos + n]
+            valid = [[v for v in samples if v is not None] for samples in row_scores]
             item = {"id": row["id"], "prompt": row["prompt"], "responses": row["responses"],
-                    "scores": s, "mean": means}
+                    "scores": row_scores, "parsed": [len(v) for v in valid],
+                    "mean": [round(statistics.fmean(v), 6) if v else None for v in valid]}
             if raw is not None:
                 item["raw"] = raw[pos:pos + n]
             out.append(item)
             pos += n
         return out
 
-    return run_sharded(rows, output, key, shard_size, work, desc=f"judge ({p.mode})",
+    return run_sharded(rows, output, key, shard_size, judge_shard, desc=f"judge ({params.mode})",
                        stats=engine.stats)
 
 
 def judge_metrics(rows: list[dict]) -> dict:
-    """Parse rate, score histogram (rounded means) and mean score."""
+    """Parse rate (of all judgments, and per response), score histogram (rounded means) and
+    mean score."""
     all_scores = [s for row in rows for ks in row["scores"] for s in ks]
     parsed = [s for s in all_scores if s is not None]
+    per_response = [(sum(s is not None for s in ks), len(ks)) for row in rows
+                    for ks in row["scores"]]
     means = [m for row in rows for m in row["mean"] if m is not None]
     hist = Counter(round(m) for m in means)
     return {"judgments": len(all_scores), "parsed": len(parsed), "spread": score_spread(means),
             "parse_rate": round(len(parsed) / len(all_scores), 4) if all_scores else 0.0,
             "mean_score": round(statistics.fmean(means), 4) if means else None,
-            "responses_without_score": sum(1 for row in rows for m in row["mean"] if m is None),
+            # a mean over fewer parsed samples is a noisier score
+            "responses_fully_parsed": sum(1 for n, k in per_response if n == k),
+            "responses_partly_parsed": sum(1 for n, k in per_response if 0 < n < k),
+            "responses_without_score": sum(1 for n, _ in per_response if n == 0),
             **{f"hist_{d}": hist.get(d, 0) for d in range(6)}}
 
 
-def run_judge(model_dir: str, p: JudgeParams, ep: EngineParams, responses_path: str,
-              out_path: str | Path, metrics_path: str | Path,
+def run_judge(model_dir: str, params: JudgeParams, engine_params: EngineParams,
+              responses_path: str, out_path: str | Path, metrics_path: str | Path,
               hist_path: str | Path | None = None) -> dict:
     """Stage entry: responses.jsonl in, judgments.jsonl + metrics (+ histogram plot) out."""
-    remove_outputs(out_path, metrics_path, *( [hist_path] if hist_path else []))
+    remove_outputs(out_path, metrics_path, *([hist_path] if hist_path else []))
     rows = load_responses(responses_path)
-    key = fingerprint(p, judge_template(p.template), engine_key(ep), model_fingerprint(model_dir),
-                      rows)
-    engine = make_engine(model_dir, ep, seed=p.seed)
-    try:
-        out, shard_stats = judge_rows(engine, rows, p, ep.shard_size, out_path, key)
-    finally:
-        engine.close()
-    metrics = {"mode": p.mode, **judge_metrics(out), "engine": engine.name, **shard_stats,
+    key = shard_key(params=params, templates=[judge_template(params.template)], inputs=rows,
+                    model=model_fingerprint(model_dir), engine=engine_key(engine_params))
+    with open_engine(model_dir, engine_params, seed=params.seed) as engine:
+        out, shard_stats = judge_rows(engine, rows, params, engine_params.shard_size, out_path,
+                                      key)
+    metrics = {"mode": params.mode, **judge_metrics(out), "engine": engine.name, **shard_stats,
                **{f"engine_{k}": v for k, v in engine.stats.as_dict().items()}}
     write_jsonl(out_path, out)
     if hist_path:

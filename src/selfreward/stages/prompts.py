@@ -8,14 +8,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ..engines import Engine, Sampling
+from ..engines import Engine, Sampling, engine_key, open_engine
 from ..errors import UserError
 from ..filters import INSTRUCTION_REJECTIONS, InstructionFilter
 from ..io import remove_outputs, write_json, write_jsonl
 from ..params import EngineParams, PromptsParams
-from ..prompting import prompt_generation_messages
 from ..seed import load_ift, load_seed_tasks, task_prompt, user_prompt
-from ..shards import ShardStore, fingerprint, finish, model_fingerprint
+from ..shards import ShardStore, finish, item_seed, model_fingerprint, shard_key
+from ..templates import fill, template
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,13 @@ _CUT = re.compile(r"\n\s*(?:task\s*\d+|answer|response|output|solution|input|exa
 
 
 _TASK = re.compile(r"(?:^|\n)\s*(?:new\s+)?task\s*\d+\s*[:.)-]", re.IGNORECASE)
+
+
+def prompt_generation_messages(examples: list[str]) -> list[dict]:
+    """Few-shot request for one new user task, Self-Instruct style."""
+    shots = "\n".join(f"Task {i}: {ex.strip()}" for i, ex in enumerate(examples, start=1))
+    text = fill(template("prompt_generation"), examples=shots, next=str(len(examples) + 1))
+    return [{"role": "user", "content": text}]
 
 
 def split_candidates(raw: str) -> list[str]:
@@ -47,57 +54,57 @@ def clean_prompt(raw: str) -> str:
 
 
 def _shots(rng: random.Random, seed_prompts: list[tuple[str, str]],
-           generated: list[tuple[str, str]], p: PromptsParams) -> list[tuple[str, str]]:
-    n_gen = min(p.generated_shots, len(generated))
-    n_seed = min(len(seed_prompts), p.seed_shots + p.generated_shots - n_gen)
+           generated: list[tuple[str, str]], params: PromptsParams) -> list[tuple[str, str]]:
+    n_gen = min(params.generated_shots, len(generated))
+    n_seed = min(len(seed_prompts), params.seed_shots + params.generated_shots - n_gen)
     shots = rng.sample(seed_prompts, n_seed) + rng.sample(generated, n_gen)
     rng.shuffle(shots)
     return shots
 
 
-def generate_prompts(engine: Engine, p: PromptsParams, seed_prompts: list[tuple[str, str]],
-                     round_size: int, output: str | Path, key: str) -> tuple[list[dict], dict]:
-    """Generate rounds of candidates until `p.count` pass the filters or attempts run out.
+def generate_prompts(engine: Engine, params: PromptsParams, seed_prompts: list[tuple[str, str]],
+                     round_size: int, output: str | Path, key: str | dict
+                     ) -> tuple[list[dict], dict]:
+    """Generate rounds of candidates until `params.count` pass the filters or attempts run out.
 
     Each round is one resumable shard; its few-shot examples and seed depend only on the round
     index and the prompts kept before it, so a resumed run repeats the same decisions.
     """
-    filt = InstructionFilter(p, [text for _, text in seed_prompts])
-    store = ShardStore(output, key)
+    instruction_filter = InstructionFilter(params, [text for _, text in seed_prompts])
+    store = ShardStore(output, key, layout=round_size)
     kept: list[dict] = []
     reasons: Counter = Counter()
     attempts = candidates = 0
-    rounds = -(-p.max_attempts // round_size)
-    for r in range(rounds):
-        if len(kept) >= p.count:
+    for round_index in range(-(-params.max_attempts // round_size)):
+        if len(kept) >= params.count:
             break
-        size = min(round_size, p.max_attempts - attempts)
-        rng = random.Random(p.seed * 100_003 + r)
-        gen_pool = [(row["id"], row["prompt"]) for row in kept]
-        plans = [_shots(rng, seed_prompts, gen_pool, p) for _ in range(size)]
+        size = min(round_size, params.max_attempts - attempts)
+        rng = random.Random(item_seed(params.seed, round_index))
+        generated = [(row["id"], row["prompt"]) for row in kept]
+        plans = [_shots(rng, seed_prompts, generated, params) for _ in range(size)]
 
-        raws = store.load(r, expected=len(plans))
-        if raws is None:
+        replies = store.load(round_index, expected=len(plans))
+        if replies is None:
             chats = [prompt_generation_messages([text for _, text in shots]) for shots in plans]
-            outs = engine.generate(chats, Sampling(n=1, temperature=p.temperature, top_p=p.top_p,
-                                                   max_new_tokens=p.max_new_tokens,
-                                                   seed=p.seed * 100_003 + r))
-            raws = [{"raw": o[0], "shots": [sid for sid, _ in shots]}
-                    for o, shots in zip(outs, plans)]
-            store.save(r, raws)
-        for raw in raws:
+            texts = engine.generate(chats, Sampling(
+                n=1, temperature=params.temperature, top_p=params.top_p,
+                max_new_tokens=params.max_new_tokens, seed=item_seed(params.seed, round_index)))
+            replies = [{"raw": text[0], "shots": [sid for sid, _ in shots]}
+                       for text, shots in zip(texts, plans)]
+            store.save(round_index, replies)
+        for reply in replies:
             attempts += 1
-            for prompt in split_candidates(raw["raw"]):
-                if len(kept) >= p.count:
+            for prompt in split_candidates(reply["raw"]):
+                if len(kept) >= params.count:
                     break
                 candidates += 1
-                reason = filt.check(prompt)
+                reason = instruction_filter.check(prompt)
                 if reason:
                     reasons[reason] += 1
                     continue
-                filt.add(prompt)
+                instruction_filter.add(prompt)
                 kept.append({"id": f"gen-{len(kept):04d}", "prompt": prompt,
-                             "shots": raw["shots"]})
+                             "shots": reply["shots"]})
     metrics = {"rounds_resumed": store.resumed, "attempts": attempts, "candidates": candidates,
                "kept": len(kept),
                "keep_rate": round(len(kept) / candidates, 4) if candidates else 0.0,
@@ -105,26 +112,23 @@ def generate_prompts(engine: Engine, p: PromptsParams, seed_prompts: list[tuple[
     return kept, metrics
 
 
-def run_prompts(model_dir: str, p: PromptsParams, ep: EngineParams, seed_paths: list[str],
-                out_path: str | Path, metrics_path: str | Path) -> dict:
+def run_prompts(model_dir: str, params: PromptsParams, engine_params: EngineParams,
+                seed_paths: list[str], out_path: str | Path, metrics_path: str | Path) -> dict:
     """Stage entry: seed prompts in, `prompts.jsonl` + metrics out."""
-    from ..engines import engine_key, make_engine
-
     remove_outputs(out_path, metrics_path)
     seed_prompts = []
     for path in seed_paths:
         for i, conv in enumerate(load_ift(path)):
             seed_prompts.append((f"{Path(path).stem}-{i:04d}", user_prompt(conv)))
-    if len(seed_prompts) < p.seed_shots:
+    if len(seed_prompts) < params.seed_shots:
         raise UserError(f"only {len(seed_prompts)} seed prompts; prompts.seed_shots is "
-                        f"{p.seed_shots}", field="prompts.seed_shots")
-    key = fingerprint(p, engine_key(ep), model_fingerprint(model_dir), seed_prompts)
-    engine = make_engine(model_dir, ep, seed=p.seed)
-    try:
-        round_size = max(1, min(ep.shard_size, p.max_attempts, 2 * p.count))
-        kept, metrics = generate_prompts(engine, p, seed_prompts, round_size, out_path, key)
-    finally:
-        engine.close()
+                        f"{params.seed_shots}", field="prompts.seed_shots")
+    key = shard_key(params=params, templates=[template("prompt_generation")],
+                    inputs=seed_prompts, model=model_fingerprint(model_dir),
+                    engine=engine_key(engine_params))
+    round_size = max(1, min(engine_params.shard_size, params.max_attempts, 2 * params.count))
+    with open_engine(model_dir, engine_params, seed=params.seed) as engine:
+        kept, metrics = generate_prompts(engine, params, seed_prompts, round_size, out_path, key)
     metrics.update(engine=engine.name, **{f"engine_{k}": v for k, v in
                                           engine.stats.as_dict().items()})
     log.info("prompts: kept %d of %d attempts; rejected %s", metrics["kept"], metrics["attempts"],
@@ -139,9 +143,9 @@ def run_prompts(model_dir: str, p: PromptsParams, ep: EngineParams, seed_paths: 
     return metrics
 
 
-def run_prompts_from_tasks(p: PromptsParams, tasks_path: str | Path | None, iteration: str,
+def run_prompts_from_tasks(params: PromptsParams, tasks_path: str | Path | None, iteration: str,
                            out_path: str | Path, metrics_path: str | Path) -> dict:
-    """prompts.source=self_instruct: iteration t takes the t-th block of `p.count` tasks.
+    """prompts.source=self_instruct: iteration t takes the t-th block of `params.count` tasks.
 
     The blocks come from one seeded order of the self-instruct tasks, so iterations never share
     a prompt. A task's prompt is its instruction followed by its first instance's input.
@@ -159,20 +163,21 @@ def run_prompts_from_tasks(p: PromptsParams, tasks_path: str | Path | None, iter
                         f"{iteration!r}", field="iteration")
     tasks = load_seed_tasks(tasks_path)
     order = list(range(len(tasks)))
-    random.Random(p.seed).shuffle(order)
-    block = order[(t - 1) * p.count:t * p.count]
+    random.Random(params.seed).shuffle(order)
+    block = order[(t - 1) * params.count:t * params.count]
     if not block:
         raise UserError(f"{len(tasks)} self-instruct tasks leave none for iteration {t} at "
-                        f"prompts.count={p.count}; raise self_instruct.count", file=str(tasks_path),
+                        f"prompts.count={params.count}; raise self_instruct.count",
+                        file=str(tasks_path),
                         field="prompts.count")
     rows = [{"id": tasks[i].id, "prompt": task_prompt(tasks[i].instruction,
                                                       tasks[i].instances[0]["input"]),
              "shots": []} for i in block]
     metrics = {"source": "self_instruct", "tasks": len(tasks), "iteration": t,
                "kept": len(rows)}
-    if len(rows) < p.count:
+    if len(rows) < params.count:
         log.warning("prompts: only %d self-instruct tasks left for iteration %d (count %d)",
-                    len(rows), t, p.count)
+                    len(rows), t, params.count)
     write_jsonl(out_path, rows)
     write_json(metrics_path, metrics)
     return metrics

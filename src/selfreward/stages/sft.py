@@ -40,20 +40,20 @@ def sft_dataset(examples: list[SftExample]):
                               for ex in examples])
 
 
-def build_examples(p: SftParams, ift_paths: list[str], eft_paths: list[str],
+def build_examples(params: SftParams, ift_paths: list[str], eft_paths: list[str],
                    rubric: str | None = None) -> list[SftExample]:
-    """IFT turns, EFT turns in `p.eft_format`, and `p.judge_data` synthetic judge turns, the
-    judge turns rendered with `rubric` (the judge template's text)."""
+    """IFT turns, EFT turns in `params.eft_format`, and `params.judge_data` synthetic judge turns,
+    the judge turns rendered with `rubric` (the judge template's text)."""
     ift = [c for path in ift_paths for c in load_ift(path)]
     eft = [e for path in eft_paths for e in load_eft(path)]
-    examples = (ift_examples(ift) + eft_examples(eft, p.eft_format, rubric)
-                + synthetic_judge_examples(ift, p.judge_data, rubric))
+    examples = (ift_examples(ift) + eft_examples(eft, params.eft_format, rubric)
+                + synthetic_judge_examples(ift, params.judge_data, rubric))
     if not examples:
         raise UserError("no SFT examples: pass --ift and/or --eft files")
     return examples
 
 
-def run_sft(p: SftParams, model_dir: str | Path, ift_paths: list[str], eft_paths: list[str],
+def run_sft(params: SftParams, model_dir: str | Path, ift_paths: list[str], eft_paths: list[str],
             out_dir: str | Path, metrics_path: str | Path, plot_path: str | Path | None,
             dtype: str, rubric: str | None = None) -> dict:
     """Fine-tune `model_dir` on the seed data; write M1 to `out_dir`. Judge turns use `rubric`,
@@ -61,30 +61,31 @@ def run_sft(p: SftParams, model_dir: str | Path, ift_paths: list[str], eft_paths
     from trl import SFTConfig, SFTTrainer
 
     remove_outputs(out_dir, metrics_path)
-    examples = build_examples(p, ift_paths, eft_paths, rubric)
+    examples = build_examples(params, ift_paths, eft_paths, rubric)
     model, tok = load_model(model_dir, dtype="float32", for_training=True)
-    counts = check_lengths(tok, examples, p.max_length)
-    peft_config, trainable = trainable_setup(model, p, "sft")
+    counts = check_lengths(tok, examples, params.max_length)
+    peft_config, trainable = trainable_setup(model, params, "sft")
     args = {}
-    if p.batching == "grouped":  # the epochs are laid out in the dataset, read in order
-        examples = grouped_order(examples, p.epochs, p.seed)
+    if params.batching == "grouped":  # the epochs are laid out in the dataset, read in order
+        examples = grouped_order(examples, params.epochs, params.seed)
         args = {"num_train_epochs": 1, "train_sampling_strategy": "sequential"}
     dataset = sft_dataset(examples)
-    key = fingerprint(p, model_fingerprint(model_dir), dataset.to_list())
-    with training_workdir(p, out_dir, key) as (work, resume):
-        config = SFTConfig(**{**trainer_kwargs(p, work), **args}, max_length=p.max_length,
+    key = fingerprint(params, model_fingerprint(model_dir), dataset.to_list())
+    with training_workdir(params, out_dir, key) as (workdir, resume):
+        config = SFTConfig(**{**trainer_kwargs(params, workdir), **args},
+                           max_length=params.max_length,
                            completion_only_loss=True, packing=False,
                            dataset_num_proc=None)
-        trainer = completion_loss_trainer(SFTTrainer, p.loss_normalization)(
+        trainer = completion_loss_trainer(SFTTrainer, params.loss_normalization)(
             model=model, args=config, train_dataset=dataset, processing_class=tok,
             peft_config=peft_config)
         log.info("SFT on %s", ", ".join(f"{c['examples']} {kind}" for kind, c in counts.items()))
         trainer.train(resume_from_checkpoint=resume)
-        extra = {"examples": counts, "eft_format": p.eft_format,
-                 "loss_normalization": p.loss_normalization, "batching": p.batching,
+        extra = {"examples": counts, "eft_format": params.eft_format,
+                 "loss_normalization": params.loss_normalization, "batching": params.batching,
                  "ift_examples": counts.get("ift", {}).get("examples", 0),
                  "eft_examples": counts.get("eft", {}).get("examples", 0),
-                 "precision": mixed_precision(p.precision),
+                 "precision": mixed_precision(params.precision),
                  **trainable}
         return finish_training(trainer, tok, model_dir, out_dir, dtype, metrics_path, plot_path,
                                extra)

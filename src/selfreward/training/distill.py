@@ -7,9 +7,10 @@ pair, against a frozen teacher that shares the student's tokenizer:
     reverse:           KL(p_student || p_teacher) (mode seeking)
 
 both on temperature-softened distributions and scaled by temperature**2 (Hinton et al.), averaged
-over the completion tokens of the batch. The student's logits come from the hidden states of the
-DPO forward pass itself (a hook on the backbone), so distillation costs one teacher forward and an
-LM-head projection of the answer tokens, not a second student forward.
+over the completion tokens of the batch. The student's logits are those its own forward returns
+(TRL's DPO forward computes log-probabilities through a fused LM head and builds no logits), so
+every architecture's logit post-processing is applied by the model itself and no TRL internal is
+relied on: the term costs one teacher forward and a second student forward with its backward.
 """
 
 from __future__ import annotations
@@ -58,27 +59,6 @@ def load_teacher(p: DistillParams, student_tok):
     return teacher
 
 
-def _lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """The LM head on selected hidden states, with the config's logit scale / soft-capping."""
-    from trl.trainer.utils import maybe_gather_lm_head_ctx
-
-    cfg = model.config.get_text_config()
-    head = model.get_output_embeddings()
-    with maybe_gather_lm_head_ctx(head.weight, head.bias):
-        weight, bias = head.weight, head.bias
-        if hasattr(weight, "full_tensor"):  # an FSDP2 DTensor
-            weight = weight.full_tensor()
-            bias = bias.full_tensor() if bias is not None else None
-        logits = F.linear(hidden.to(weight.dtype), weight, bias)
-    scale = getattr(cfg, "logit_scale", None)
-    if scale is not None:
-        logits = logits * scale
-    cap = getattr(cfg, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
 def distill_trainer(teacher, p: DistillParams, **kwargs):
     """A TRL DPOTrainer whose loss adds weight * token-level KL to `teacher`."""
     from trl import DPOTrainer
@@ -93,34 +73,18 @@ def distill_trainer(teacher, p: DistillParams, **kwargs):
                 self.teacher = prepare_fsdp(teacher, self.accelerator)
             else:
                 self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
-            student = self.accelerator.unwrap_model(self.model)
-            if hasattr(student, "get_base_model"):
-                student = student.get_base_model()
-            self._student = student
-            self._hidden: torch.Tensor | None = None
-            self._capture = False
-            # The DPO forward runs the backbone first with gradients (the student), then the
-            # reference without: keep the first hidden states seen after _capture is set.
-            student.base_model.register_forward_hook(self._keep_hidden)
 
-        def _keep_hidden(self, module, args, output) -> None:
-            if self._capture:
-                self._hidden = output.last_hidden_state
-                self._capture = False
-
-        def _compute_loss(self, model, inputs, return_outputs):
-            self._capture, self._hidden = True, None
-            out = super()._compute_loss(model, inputs, return_outputs)
-            hidden, self._hidden, self._capture = self._hidden, None, False
-            if hidden is None:
-                raise RuntimeError("distillation: the student's hidden states were not captured")
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             dpo_loss = out[0] if return_outputs else out
             mask = inputs["completion_mask"][:, 1:].bool()
-            student_logits = _lm_logits(self._student, hidden[:, -mask.size(1) - 1:-1][mask])
+            batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+                     "use_cache": False}
+            # The model's own forward (TRL's fused head is only used when asked for): its logits
+            # carry every architecture's post-processing (scales, soft-capping) by construction.
+            student_logits = model(**batch).logits[:, -mask.size(1) - 1:-1][mask]
             with torch.no_grad():
-                t_out = self.teacher(input_ids=inputs["input_ids"],
-                                     attention_mask=inputs["attention_mask"], use_cache=False)
-                teacher_logits = t_out.logits[:, :-1][mask]
+                teacher_logits = self.teacher(**batch).logits[:, :-1][mask]
             vocab = len(self.processing_class)  # padded LM-head rows are no token
             kl = token_kl(student_logits[:, :vocab], teacher_logits[:, :vocab], p.temperature,
                           p.direction)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from ..params import JudgeDataParams
-from ..prompting import judge_answer, judge_messages, judge_score_answer
+from ..prompting import judge_messages, judge_score_answer
 from ..seed import Conversation, JudgeExample, user_prompt
+from ..templates import fill, template
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ class SftExample:
     completion: list[dict]
     source: str
     group: str = ""  # examples that should share a batch: an EFT prompt's answers, twins
+
+
+def judge_answer(justification: str, score: int) -> str:
+    """The assistant turn a sample-mode judge should produce: justification, then `Score: n`."""
+    return fill(template("judge_answer"), justification=justification.strip(),
+                score=str(score)).strip()
 
 
 def ift_examples(convs: list[Conversation]) -> list[SftExample]:
