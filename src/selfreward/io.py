@@ -26,6 +26,19 @@ def read_text(path: str | Path, *, field: str | None = None) -> str:
                         line=data.count(b"\n", 0, exc.start) + 1, field=field) from None
 
 
+def parse_json_line(text: str, path: str | Path, lineno: int) -> dict:
+    """One JSON Lines line as an object; UserError naming file and line otherwise."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"invalid JSON ({exc.msg} at column {exc.colno})",
+                        file=str(path), line=lineno) from None
+    if not isinstance(obj, dict):
+        raise UserError(f"expected a JSON object, got {type(obj).__name__}",
+                        file=str(path), line=lineno)
+    return obj
+
+
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     """Read a JSONL file into (line number, object) pairs; blank lines are skipped.
 
@@ -37,17 +50,8 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     rows: list[tuple[int, dict]] = []
     # Split on "\n" only: a JSON string may hold U+2028, which str.splitlines would cut at.
     for lineno, text in enumerate(read_text(path).split("\n"), start=1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"invalid JSON ({exc.msg} at column {exc.colno})",
-                            file=str(path), line=lineno) from None
-        if not isinstance(obj, dict):
-            raise UserError(f"expected a JSON object, got {type(obj).__name__}",
-                            file=str(path), line=lineno)
-        rows.append((lineno, obj))
+        if text.strip():
+            rows.append((lineno, parse_json_line(text, path, lineno)))
     if not rows:
         raise UserError("file is empty (no JSON lines)", file=str(path))
     return rows

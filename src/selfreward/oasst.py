@@ -10,7 +10,6 @@ human ranking; null when unranked), `deleted`, `review_result`. Sources: `.jsonl
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import math
 import re
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .io import parse_json_line
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +76,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
             for lineno, text in enumerate(fh, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"invalid JSON ({exc.msg} at column {exc.colno})",
-                                    file=str(path), line=lineno) from None
-                if not isinstance(obj, dict):
-                    raise UserError(f"expected a JSON object, got {type(obj).__name__}",
-                                    file=str(path), line=lineno)
-                yield lineno, obj
+                if text.strip():
+                    yield lineno, parse_json_line(text, path, lineno)
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:  # e.g. a cut .gz download
         raise UserError(f"cannot read: {exc}", file=str(path)) from None
 
