@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from procs import JsonHandler, local_server
 
 from selfreward.alpaca import annotator_command, load_alpaca_rows
 from selfreward.cli import main
@@ -61,12 +60,9 @@ def test_alpaca_rows_errors(tmp_path, write_jsonl):
 
 
 # -- the annotator against a local OpenAI-compatible server ----------------------------------------
-class FakeGPT4Turbo(BaseHTTPRequestHandler):
+class FakeGPT4Turbo(JsonHandler):
     """Chat completions with top logprobs, as alpaca_eval's weighted GPT-4 Turbo annotator reads
     them: prefers the output containing GOOD (P = 0.9), else no preference (0.5)."""
-
-    def log_message(self, *args) -> None:
-        pass
 
     def do_POST(self) -> None:
         srv = self.server
@@ -89,23 +85,13 @@ class FakeGPT4Turbo(BaseHTTPRequestHandler):
                                                         "logprob": top[0]["logprob"],
                                                         "top_logprobs": top}]}}],
                  "usage": {"prompt_tokens": 300, "completion_tokens": 1, "total_tokens": 301}}
-        payload = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_json(200, json.dumps(reply).encode())
 
 
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeGPT4Turbo)
-    srv.requests, srv.lock = [], threading.Lock()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with local_server(FakeGPT4Turbo) as srv:
+        yield srv
 
 
 def _hub_cache_with_gamed_annotations(cache: Path, n: int) -> None:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from procs import JsonHandler, local_server
 
 from selfreward.cli import main
 from selfreward.endpoint import MAX_DELAY, ChatEndpoint, retry_after, retry_delay
@@ -23,11 +22,8 @@ SECRET = "sk-test-7f3a9c1e-DO-NOT-LEAK"
 KEY_ENV = "SELFREWARD_TEST_JUDGE_KEY"
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
+class FakeOpenAI(JsonHandler):
     """Chat completions: picks the response containing GOOD, else the first slot (biased)."""
-
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
 
     def do_POST(self) -> None:
         srv = self.server
@@ -40,7 +36,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             # echo the credentials back, as some proxies do, to prove the client scrubs them
             payload = json.dumps({"error": f"denied for {self.headers.get('Authorization')}"})
             status, headers = fail if isinstance(fail, tuple) else (fail, {})
-            self._send(status, payload.encode(), headers)
+            self.send_json(status, payload.encode(), headers)
             return
         text = body["messages"][-1]["content"]
         r1 = text.split("<response_1>")[1].split("</response_1>")[0]
@@ -51,27 +47,14 @@ class FakeOpenAI(BaseHTTPRequestHandler):
                      "role": "assistant", "content": f"Response {winner} is better.\n"
                                                      f"Winner: {winner}"}}],
                  "usage": {"prompt_tokens": 100, "completion_tokens": 9, "total_tokens": 109}}
-        self._send(200, json.dumps(reply).encode())
+        self.send_json(200, json.dumps(reply).encode())
 
-    def _send(self, status: int, payload: bytes, headers: dict | None = None) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
 
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    srv.requests, srv.fail_next, srv.lock = [], [], threading.Lock()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with local_server(FakeOpenAI) as srv:
+        yield srv
 
 
 def url(srv) -> str:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from fakes import ScriptedEngine
+from procs import JsonHandler, local_server
 from test_seed_pipeline import stage_cmd, stage_deps
 
 from selfreward import prompting, templates
@@ -285,11 +284,8 @@ def templates_read(invoke) -> set[str]:
     return {p for p in opened if p.endswith(".txt")}
 
 
-class FakeJudgeServer(BaseHTTPRequestHandler):
+class FakeJudgeServer(JsonHandler):
     """Chat completions answering the judge prompt from JUDGMENTS; sample k = request seed % 3."""
-
-    def log_message(self, *args) -> None:
-        pass
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -298,22 +294,13 @@ class FakeJudgeServer(BaseHTTPRequestHandler):
         text = fake_reply(body["messages"][-1]["content"], body["seed"], 0)
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}],
                               "usage": {"prompt_tokens": 50, "completion_tokens": 5}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_json(200, payload)
 
 
 @pytest.fixture
 def judge_server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudgeServer)
-    srv.requests, srv.lock = [], threading.Lock()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1", srv
-    srv.shutdown()
-    srv.server_close()
+    with local_server(FakeJudgeServer) as srv:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/v1", srv
 
 
 def test_commands_end_to_end_with_an_endpoint_judge(tmp_path, judge_server, turns):
