@@ -134,8 +134,9 @@ def test_logprob_judge_through_vllm_agrees_with_hf(work, responses, tmp_path):
     rows = _rows(out)
     assert metrics["engine"] == "vllm" and metrics["parse_rate"] == 1.0
     for row in rows:
-        assert set(row) == {"id", "prompt", "responses", "scores", "mean"}
+        assert set(row) == {"id", "prompt", "responses", "scores", "parsed", "mean"}
         assert all(len(s) == 1 and 0 <= s[0] <= 5 for s in row["scores"])
+        assert row["parsed"] == [1] * len(row["responses"])
 
     hf_out = tmp_path / "hf.jsonl"
     run_judge(str(work / "model"), JudgeParams(mode="logprob"),
