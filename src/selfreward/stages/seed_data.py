@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -20,7 +21,7 @@ from itertools import combinations
 from pathlib import Path
 
 from ..endpoint import ChatEndpoint, EndpointEngine
-from ..engines import engine_key, make_engine
+from ..engines import engine_key, open_engine
 from ..errors import UserError
 from ..io import read_jsonl, remove_outputs, require, write_csv, write_json, write_jsonl
 from ..oasst import FirstTurn, first_turns, prompt_key, read_export
@@ -136,21 +137,19 @@ def run_seed_judge(p: OasstParams, ep: EngineParams, export: list[str], ift_path
         endpoint = ChatEndpoint(jp.endpoint, jp.endpoint_model, jp.api_key_env,
                                 timeout=jp.endpoint_timeout, retries=jp.endpoint_retries,
                                 concurrency=jp.endpoint_concurrency)
-        engine, judge = EndpointEngine(endpoint), {"kind": "endpoint", "url": endpoint.url,
-                                                   "model": jp.endpoint_model}
+        engine_cm = contextlib.closing(EndpointEngine(endpoint))
+        judge = {"kind": "endpoint", "url": endpoint.url, "model": jp.endpoint_model}
         judge_id = judge
     else:
         if not model_dir:
             raise UserError("give --model DIR (the judge checkpoint) or set oasst.judge.endpoint")
-        engine = make_engine(model_dir, ep, seed=jp.seed)
+        engine_cm = open_engine(model_dir, ep, seed=jp.seed)
         judge = {"kind": "local", "model": model_dir}
         judge_id = {**judge, "engine": engine_key(ep), "fp": model_fingerprint(model_dir)}
     judge_p = _judge_params(jp, rubric_path)
     key = fingerprint(judge_p, judge_id, rubric, groups)
-    try:
+    with engine_cm as engine:
         rows, shard_stats = judge_groups(engine, groups, judge_p, ep.shard_size, out_path, key)
-    finally:
-        engine.close()
     metrics = {**read_stats, "ift_file_prompts": len(ift_prompts), **group_stats,
                "judge": judge, "engine": engine.name, "samples": jp.samples,
                **judge_metrics(rows), **shard_stats,
