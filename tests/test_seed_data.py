@@ -6,6 +6,7 @@ the three commands end to end against a local OpenAI-compatible judge server."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -373,3 +374,35 @@ def test_seed_sft_trains_on_ift_only_even_with_sft_self_instruct(tmp_path):
     res = CliRunner().invoke(main, [*args, "--no-self-instruct"])
     assert res.exit_code == 2 and "not a model checkpoint" in res.output, res.output
     assert "--no-self-instruct" in stage_cmd("seed_sft")
+
+
+@pytest.mark.parametrize(("judge_yaml", "field", "message"), [
+    ('{endpoint: "ftp://judge.example", api_key_env: null}', "oasst.judge.endpoint",
+     r"must be an http\(s\) URL"),
+    ('{endpoint: "http://127.0.0.1:9/v1", api_key_env: SELFREWARD_TEST_UNSET_KEY}',
+     "oasst.judge.api_key_env", "SELFREWARD_TEST_UNSET_KEY.*not set"),
+    ('{endpoint: "http://127.0.0.1:9/v1", endpoint_retries: -1}',
+     "oasst.judge.endpoint_retries", "must be >= 0"),
+    ('{endpoint: "http://127.0.0.1:9/v1", endpoint_timeout: 0}',
+     "oasst.judge.endpoint_timeout", "must be > 0"),
+])
+def test_endpoint_judge_errors_name_the_oasst_keys(tmp_path, monkeypatch, judge_yaml, field,
+                                                   message):
+    """The endpoint keys are shared with eval.*; errors name the section they came from."""
+    monkeypatch.delenv("SELFREWARD_TEST_UNSET_KEY", raising=False)
+    good, params = tmp_path / "good.yaml", tmp_path / "params.yaml"
+    good.write_text(f"oasst:\n  ift: {{count: {IFT_COUNT}}}\n")
+    params.write_text(f"oasst:\n  ift: {{count: {IFT_COUNT}}}\n  judge: {judge_yaml}\n")
+    ift = tmp_path / "ift.jsonl"
+    out = tmp_path / "judgments.jsonl"
+    runner = CliRunner()
+    assert runner.invoke(main, ["seed-data", "ift", "--params", str(good), "--export",
+                                str(FIXTURE), "--out", str(ift), "--metrics",
+                                str(tmp_path / "ift.json")]).exit_code == 0
+    result = runner.invoke(main, ["seed-data", "judge", "--params", str(params), "--export",
+                                  str(FIXTURE), "--ift", str(ift), "--out", str(out),
+                                  "--metrics", str(tmp_path / "judge.json")])
+    assert result.exit_code == 2, result.output
+    assert field in result.output and "eval." not in result.output
+    assert re.search(message, result.output), result.output
+    assert not out.exists() and not (tmp_path / "judge.json").exists()

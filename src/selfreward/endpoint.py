@@ -17,9 +17,13 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from .engines.base import EngineStats, Sampling
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .params import EndpointSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +65,13 @@ class ChatEndpoint:
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None, *,
                  timeout: float = 60.0, retries: int = 3, concurrency: int = 4,
-                 backoff: float = 1.0) -> None:
+                 backoff: float = 1.0, url_key: str = "eval.judge_endpoint") -> None:
+        # errors name the params key the URL came from (eval.judge_endpoint,
+        # oasst.judge.endpoint) and its section's api_key_env
+        self.url_key = url_key
+        key_field = url_key.rsplit(".", 1)[0] + ".api_key_env"
         if not base_url.startswith(("http://", "https://")):
-            raise UserError(f"must be an http(s) URL, got {base_url!r}", field="eval.judge_endpoint")
+            raise UserError(f"must be an http(s) URL, got {base_url!r}", field=url_key)
         base = base_url.rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
         self.model = model
@@ -72,14 +80,22 @@ class ChatEndpoint:
             self._key = os.environ.get(api_key_env) or None
             if self._key is None:
                 raise UserError(f"environment variable {api_key_env} (the API key for "
-                                "eval.judge_endpoint) is not set; export it, or set "
-                                "eval.api_key_env: null for a server without a key",
-                                field="eval.api_key_env")
+                                f"{url_key}) is not set; export it, or set "
+                                f"{key_field}: null for a server without a key",
+                                field=key_field)
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.concurrency = max(1, concurrency)
         self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "retries": 0}
         self._lock = threading.Lock()  # usage is updated from worker threads
         self._random = random.Random()  # jitter: unseeded, so clients spread out
+
+    @classmethod
+    def from_settings(cls, url: str, settings: EndpointSettings, url_key: str) -> ChatEndpoint:
+        """The endpoint at `url` with a params section's settings (key read from the env
+        variable it names); `url_key` is where the URL came from, for error messages."""
+        return cls(url, settings.endpoint_model, settings.api_key_env,
+                   timeout=settings.endpoint_timeout, retries=settings.endpoint_retries,
+                   concurrency=settings.endpoint_concurrency, url_key=url_key)
 
     def __repr__(self) -> str:  # never show the key
         return f"ChatEndpoint(url={self.url!r}, model={self.model!r})"
@@ -101,18 +117,18 @@ class ChatEndpoint:
                 detail = self._scrub(exc.read().decode("utf-8", "replace")[:300])
                 if exc.code not in RETRY_STATUS or attempt == self.retries:
                     raise UserError(f"judge endpoint {self.url} answered HTTP {exc.code}: "
-                                    f"{detail}", field="eval.judge_endpoint") from None
+                                    f"{detail}", field=self.url_key) from None
                 reason = f"HTTP {exc.code}"
                 wait = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 if attempt == self.retries:
                     raise UserError(f"judge endpoint {self.url} unreachable: "
                                     f"{self._scrub(str(getattr(exc, 'reason', exc)))}",
-                                    field="eval.judge_endpoint") from None
+                                    field=self.url_key) from None
                 reason, wait = type(exc).__name__, None
             except json.JSONDecodeError:
                 raise UserError(f"judge endpoint {self.url} returned invalid JSON",
-                                field="eval.judge_endpoint") from None
+                                field=self.url_key) from None
             with self._lock:
                 self.usage["retries"] += 1
             delay = retry_delay(attempt, self.backoff, wait, self._random)
@@ -133,7 +149,7 @@ class ChatEndpoint:
             content = reply["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise UserError(f"judge endpoint {self.url} returned no choices[0].message.content",
-                            field="eval.judge_endpoint") from None
+                            field=self.url_key) from None
         usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
         with self._lock:
             self.usage["requests"] += 1

@@ -208,7 +208,19 @@ class PairsParams:
 
 
 @dataclass
-class EvalParams:
+class EndpointSettings:
+    """How to reach an OpenAI-compatible endpoint; the same keys under `eval` and
+    `oasst.judge` (each section names its own URL key)."""
+
+    endpoint_model: str = "gpt-4o"
+    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the env variable with the key
+    endpoint_timeout: float = 60.0
+    endpoint_retries: int = 3
+    endpoint_concurrency: int = 4
+
+
+@dataclass
+class EvalParams(EndpointSettings):
     """Evaluation: answers to held-out prompts, head-to-head judging, judge agreement."""
 
     max_prompts: int = 16  # eval prompts used (a seeded subset; 0 = all)
@@ -223,11 +235,6 @@ class EvalParams:
     pairwise_template: str | None = None
     judge_max_new_tokens: int = 160  # generate mode and endpoint: room for reasons + "Winner: n"
     judge_endpoint: str | None = None  # OpenAI-compatible base URL, e.g. https://api.openai.com/v1
-    endpoint_model: str = "gpt-4o"
-    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the env variable with the key
-    endpoint_timeout: float = 60.0
-    endpoint_retries: int = 3
-    endpoint_concurrency: int = 4
 
 
 @dataclass
@@ -307,7 +314,7 @@ class OasstIftParams:
 
 
 @dataclass
-class OasstJudgeParams:
+class OasstJudgeParams(EndpointSettings):
     """Stage seed_judge: which prompts become EFT candidate groups, and how they are judged."""
 
     model: str = "models/seed_sft_oasst1"  # judge checkpoint (unused with endpoint)
@@ -319,11 +326,6 @@ class OasstJudgeParams:
     max_new_tokens: int = 512
     seed: int = 0
     endpoint: str | None = None  # OpenAI-compatible base URL instead of the checkpoint
-    endpoint_model: str = "gpt-4o"
-    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the env variable with the key
-    endpoint_timeout: float = 60.0
-    endpoint_retries: int = 3
-    endpoint_concurrency: int = 4
 
 
 @dataclass
@@ -517,6 +519,16 @@ SAMPLING_TEMPERATURES = ("prompts.temperature", "responses.temperature", "judge.
                          "self_instruct.instance_temperature")
 
 
+def check_endpoint_settings(section: str, e: EndpointSettings,
+                            bad: typing.Callable[[str, str], typing.NoReturn]) -> None:
+    """Range checks of the endpoint keys, reported under `section` (eval, oasst.judge)."""
+    for name in ("endpoint_timeout", "endpoint_concurrency"):
+        if getattr(e, name) <= 0:
+            bad(f"{section}.{name}", f"must be > 0, got {getattr(e, name)}")
+    if e.endpoint_retries < 0:
+        bad(f"{section}.endpoint_retries", "must be >= 0")
+
+
 def _check_ranges(p: Params, where: dict) -> None:
     def bad(key: str, msg: str) -> typing.NoReturn:
         raise UserError(msg, file=where["file"], line=where["lines"].get(key), field=key)
@@ -533,9 +545,7 @@ def _check_ranges(p: Params, where: dict) -> None:
         "judge.max_new_tokens": p.judge.max_new_tokens,
     }
     positive.update({"eval.max_new_tokens": p.eval.max_new_tokens,
-                     "eval.judge_max_new_tokens": p.eval.judge_max_new_tokens,
-                     "eval.endpoint_timeout": p.eval.endpoint_timeout,
-                     "eval.endpoint_concurrency": p.eval.endpoint_concurrency})
+                     "eval.judge_max_new_tokens": p.eval.judge_max_new_tokens})
     for key, value in positive.items():
         if value <= 0:
             bad(key, f"must be > 0, got {value}")
@@ -561,8 +571,7 @@ def _check_ranges(p: Params, where: dict) -> None:
         bad("dpo.distill.temperature", f"must be > 0, got {p.dpo.distill.temperature}")
     if p.eval.max_prompts < 0:
         bad("eval.max_prompts", "must be >= 0 (0 = all eval prompts)")
-    if p.eval.endpoint_retries < 0:
-        bad("eval.endpoint_retries", "must be >= 0")
+    check_endpoint_settings("eval", p.eval, bad)
     for key, value in (("ifeval.max_new_tokens", p.ifeval.max_new_tokens),
                        ("alpaca_eval.max_new_tokens", p.alpaca_eval.max_new_tokens)):
         if value <= 0:
@@ -658,17 +667,14 @@ def _check_oasst(p: OasstParams, where: dict) -> None:
             bad(f"oasst.exports.{name}", f"the export lies in {outputs}/, where the seed stages "
                 "write their outputs: put it elsewhere (e.g. data/oasst/<file or other dir>)")
     for key, value in {"oasst.judge.samples": p.judge.samples,
-                       "oasst.judge.max_new_tokens": p.judge.max_new_tokens,
-                       "oasst.judge.endpoint_timeout": p.judge.endpoint_timeout,
-                       "oasst.judge.endpoint_concurrency": p.judge.endpoint_concurrency}.items():
+                       "oasst.judge.max_new_tokens": p.judge.max_new_tokens}.items():
         if value <= 0:
             bad(key, f"must be > 0, got {value}")
     for key, value in {"oasst.ift.count": p.ift.count,
                        "oasst.judge.max_groups": p.judge.max_groups}.items():
         if value < 0:
             bad(key, f"must be >= 0 (0 = all), got {value}")
-    if p.judge.endpoint_retries < 0:
-        bad("oasst.judge.endpoint_retries", "must be >= 0")
+    check_endpoint_settings("oasst.judge", p.judge, bad)
     if p.judge.min_replies < 2:
         bad("oasst.judge.min_replies", "a group needs at least 2 ranked replies to be ordered")
     if not 0 < p.judge.top_p <= 1:

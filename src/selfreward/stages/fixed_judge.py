@@ -17,11 +17,8 @@ from .judge import parse_score
 
 def make_endpoint(params: Params) -> ChatEndpoint:
     """The OpenAI-compatible endpoint of eval.* (key read from the env variable it names)."""
-    eval_params = params.eval
-    return ChatEndpoint(eval_params.judge_endpoint, eval_params.endpoint_model,
-                        eval_params.api_key_env, timeout=eval_params.endpoint_timeout,
-                        retries=eval_params.endpoint_retries,
-                        concurrency=eval_params.endpoint_concurrency)
+    return ChatEndpoint.from_settings(params.eval.judge_endpoint, params.eval,
+                                      "eval.judge_endpoint")
 
 
 class LocalPointwiseJudge:

@@ -134,9 +134,7 @@ def run_seed_judge(p: OasstParams, ep: EngineParams, export: list[str], ift_path
                         f"fewer than {jp.min_replies} ranked replies (oasst.judge.min_replies); "
                         "lower oasst.ift.count to leave prompts for EFT")
     if jp.endpoint:
-        endpoint = ChatEndpoint(jp.endpoint, jp.endpoint_model, jp.api_key_env,
-                                timeout=jp.endpoint_timeout, retries=jp.endpoint_retries,
-                                concurrency=jp.endpoint_concurrency)
+        endpoint = ChatEndpoint.from_settings(jp.endpoint, jp, "oasst.judge.endpoint")
         engine_cm = contextlib.closing(EndpointEngine(endpoint))
         judge = {"kind": "endpoint", "url": endpoint.url, "model": jp.endpoint_model}
         judge_id = judge
