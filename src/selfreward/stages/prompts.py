@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections import Counter
 from pathlib import Path
 
-from ..engines import Engine, Sampling, engine_key, open_engine
+from ..engines import Engine, engine_key, open_engine
 from ..errors import UserError
 from ..filters import INSTRUCTION_REJECTIONS, InstructionFilter
 from ..io import remove_outputs, write_json, write_jsonl
 from ..params import EngineParams, PromptsParams
 from ..seed import load_ift, load_seed_tasks, task_prompt, user_prompt
-from ..shards import ShardStore, finish, item_seed, model_fingerprint, shard_key
+from ..shards import finish, model_fingerprint, shard_key
 from ..templates import fill, template
+from .rounds import generate_rounds
 
 log = logging.getLogger(__name__)
 
@@ -53,62 +53,19 @@ def clean_prompt(raw: str) -> str:
     return first.strip().strip('"').strip()
 
 
-def _shots(rng: random.Random, seed_prompts: list[tuple[str, str]],
-           generated: list[tuple[str, str]], params: PromptsParams) -> list[tuple[str, str]]:
-    n_gen = min(params.generated_shots, len(generated))
-    n_seed = min(len(seed_prompts), params.seed_shots + params.generated_shots - n_gen)
-    shots = rng.sample(seed_prompts, n_seed) + rng.sample(generated, n_gen)
-    rng.shuffle(shots)
-    return shots
-
-
 def generate_prompts(engine: Engine, params: PromptsParams, seed_prompts: list[tuple[str, str]],
                      round_size: int, output: str | Path, key: str | dict
                      ) -> tuple[list[dict], dict]:
-    """Generate rounds of candidates until `params.count` pass the filters or attempts run out.
-
-    Each round is one resumable shard; its few-shot examples and seed depend only on the round
-    index and the prompts kept before it, so a resumed run repeats the same decisions.
-    """
-    instruction_filter = InstructionFilter(params, [text for _, text in seed_prompts])
-    store = ShardStore(output, key, layout=round_size)
-    kept: list[dict] = []
-    reasons: Counter = Counter()
-    attempts = candidates = 0
-    for round_index in range(-(-params.max_attempts // round_size)):
-        if len(kept) >= params.count:
-            break
-        size = min(round_size, params.max_attempts - attempts)
-        rng = random.Random(item_seed(params.seed, round_index))
-        generated = [(row["id"], row["prompt"]) for row in kept]
-        plans = [_shots(rng, seed_prompts, generated, params) for _ in range(size)]
-
-        replies = store.load(round_index, expected=len(plans))
-        if replies is None:
-            chats = [prompt_generation_messages([text for _, text in shots]) for shots in plans]
-            texts = engine.generate(chats, Sampling(
-                n=1, temperature=params.temperature, top_p=params.top_p,
-                max_new_tokens=params.max_new_tokens, seed=item_seed(params.seed, round_index)))
-            replies = [{"raw": text[0], "shots": [sid for sid, _ in shots]}
-                       for text, shots in zip(texts, plans)]
-            store.save(round_index, replies)
-        for reply in replies:
-            attempts += 1
-            for prompt in split_candidates(reply["raw"]):
-                if len(kept) >= params.count:
-                    break
-                candidates += 1
-                reason = instruction_filter.check(prompt)
-                if reason:
-                    reasons[reason] += 1
-                    continue
-                instruction_filter.add(prompt)
-                kept.append({"id": f"gen-{len(kept):04d}", "prompt": prompt,
-                             "shots": reply["shots"]})
-    metrics = {"rounds_resumed": store.resumed, "attempts": attempts, "candidates": candidates,
+    """Generate rounds of candidates until `params.count` pass the filters or attempts run out
+    (stages/rounds.py: each round is one resumable shard)."""
+    r = generate_rounds(engine, params, seed_prompts, round_size, output, key,
+                        InstructionFilter(params, [text for _, text in seed_prompts]),
+                        prompt_generation_messages, split_candidates, "gen-{:04d}")
+    kept = [{"id": row["id"], "prompt": row["text"], "shots": row["shots"]} for row in r.kept]
+    metrics = {"rounds_resumed": r.resumed, "attempts": r.attempts, "candidates": r.candidates,
                "kept": len(kept),
-               "keep_rate": round(len(kept) / candidates, 4) if candidates else 0.0,
-               **{f"rejected_{k}": reasons.get(k, 0) for k in INSTRUCTION_REJECTIONS}}
+               "keep_rate": round(len(kept) / r.candidates, 4) if r.candidates else 0.0,
+               **{f"rejected_{k}": r.reasons.get(k, 0) for k in INSTRUCTION_REJECTIONS}}
     return kept, metrics
 
 

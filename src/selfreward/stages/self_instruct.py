@@ -35,8 +35,9 @@ from ..self_instruct_text import (
     parse_instances,
     parse_instructions,
 )
-from ..shards import ShardStore, finish, item_seed, model_fingerprint, run_sharded, shard_key
+from ..shards import finish, item_seed, model_fingerprint, run_sharded, shard_key
 from ..templates import template
+from .rounds import Rounds, generate_rounds
 
 log = logging.getLogger(__name__)
 
@@ -45,63 +46,24 @@ CLASSIFY_MAX_NEW_TOKENS = 4  # "Yes" / "No"
 _OUTPUT_PARAMS = tuple(f.name for f in dataclasses.fields(SelfInstructParams)
                        if f.name != "enabled")
 
-def _shots(rng: random.Random, seeds: list[tuple[str, str]], generated: list[tuple[str, str]],
-           params: SelfInstructParams) -> list[tuple[str, str]]:
-    n_gen = min(params.generated_shots, len(generated))
-    n_seed = min(len(seeds), params.seed_shots + params.generated_shots - n_gen)
-    shots = rng.sample(seeds, n_seed) + rng.sample(generated, n_gen)
-    rng.shuffle(shots)
-    return shots
-
-
 def generate_instructions(engine: Engine, params: SelfInstructParams, seeds: list[tuple[str, str]],
                           round_size: int, output: str | Path, key: str
                           ) -> tuple[list[dict], dict]:
-    """Step 1 (with the instruction filters): rounds of generations until `params.count` are kept.
+    """Step 1 (with the instruction filters): rounds of generations until `params.count` are
+    kept (stages/rounds.py: each round is one resumable shard)."""
 
-    A round's shots and seed depend only on its index and what was kept before it, so a
-    resumed run repeats the same decisions.
-    """
-    filt = InstructionFilter(params, [text for _, text in seeds])
-    store = ShardStore(output, key, layout=round_size)
-    kept: list[dict] = []
-    reasons: Counter = Counter()
-    attempts = candidates = 0
-    for round_index in range(-(-params.max_attempts // round_size)):
-        if len(kept) >= params.count:
-            break
-        size = min(round_size, params.max_attempts - attempts)
-        rng = random.Random(item_seed(params.seed, round_index))
-        generated = [(row["id"], row["instruction"]) for row in kept]
-        plans = [_shots(rng, seeds, generated, params) for _ in range(size)]
-        raws = store.load(round_index, expected=len(plans))
-        if raws is None:
-            chats = [generation_messages([text for _, text in shots]) for shots in plans]
-            outs = engine.generate(chats, Sampling(n=1, temperature=params.temperature,
-                                                   top_p=params.top_p,
-                                                   max_new_tokens=params.max_new_tokens,
-                                                   seed=item_seed(params.seed, round_index)))
-            raws = [{"raw": o[0], "shots": [sid for sid, _ in shots]}
-                    for o, shots in zip(outs, plans)]
-            store.save(round_index, raws)
-        for raw in raws:
-            attempts += 1
-            for instruction in parse_instructions(raw["raw"]):
-                if len(kept) >= params.count:
-                    break
-                candidates += 1
-                reason = filt.check(instruction)
-                if reason:
-                    reasons[reason] += 1
-                    continue
-                filt.add(instruction)
-                kept.append({"id": f"si-{len(kept):05d}", "instruction": instruction,
-                             "shots": raw["shots"]})
+    def progress(round_index: int, r: Rounds) -> None:
         log.info("self-instruct generation round %d: %d of %d instructions kept after %d calls",
-                 round_index, len(kept), params.count, attempts)
-    metrics = {"generation_rounds_resumed": store.resumed, "attempts": attempts,
-               "candidates": candidates, "instructions_kept": len(kept),
-               **{f"rejected_{k}": reasons.get(k, 0) for k in INSTRUCTION_REJECTIONS}}
+                 round_index, len(r.kept), params.count, r.attempts)
+
+    r = generate_rounds(engine, params, seeds, round_size, output, key,
+                        InstructionFilter(params, [text for _, text in seeds]),
+                        generation_messages, parse_instructions, "si-{:05d}", on_round=progress)
+    kept = [{"id": row["id"], "instruction": row["text"], "shots": row["shots"]}
+            for row in r.kept]
+    metrics = {"generation_rounds_resumed": r.resumed, "attempts": r.attempts,
+               "candidates": r.candidates, "instructions_kept": len(kept),
+               **{f"rejected_{k}": r.reasons.get(k, 0) for k in INSTRUCTION_REJECTIONS}}
     return kept, metrics
 
 
