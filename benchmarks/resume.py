@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from selfreward.shards import finished_shards
+from selfreward.core.shards import finished_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.55
@@ -29,7 +29,7 @@ TARGET = 0.55
 
 def write_inputs(tmp: Path, args) -> tuple[Path, Path]:
     """params.yaml (engine + responses sections) and prompts.jsonl from the seed IFT prompts."""
-    from selfreward.seed import load_ift, user_prompt
+    from selfreward.data.seed import load_ift, user_prompt
 
     prompts = [user_prompt(c) for c in load_ift(ROOT / "data" / "seed" / "ift.jsonl")]
     path = tmp / "prompts.jsonl"
@@ -88,7 +88,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         model = args.model
         if model is None:
-            from selfreward.models import load_base, save_checkpoint
+            from selfreward.core.models import load_base, save_checkpoint
 
             model = str(tmp / "model")
             save_checkpoint(*load_base("embedded"), model, "bfloat16")

@@ -1,7 +1,7 @@
 """ROUGE-L filter benchmark: 2,000 candidates against a 5,000-text pool, one run.
 
 Three implementations decide "is there a pool text with ROUGE-L F1 >= 0.7?" per candidate:
-- fast: `selfreward.rouge.RougeLPool` (rapidfuzz LCS, length buckets, first-hit exit), all
+- fast: `selfreward.data.rouge.RougeLPool` (rapidfuzz LCS, length buckets, first-hit exit), all
   candidates;
 - before: the pure-Python `rouge_l_f1` the prompts stage used until now (copied below), on a
   sample of candidates (it takes ~0.6 s each);
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from rouge_score import rouge_scorer
 
-from selfreward.rouge import RougeLPool, rouge_l_f1, rouge_tokens
-from selfreward.seed import load_ift, load_prompts, load_seed_tasks, user_prompt
+from selfreward.data.rouge import RougeLPool, rouge_l_f1, rouge_tokens
+from selfreward.data.seed import load_ift, load_prompts, load_seed_tasks, user_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.7

@@ -22,7 +22,7 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from selfreward.models import embedded_gguf, ensure_chat_template
+    from selfreward.core.models import embedded_gguf, ensure_chat_template
 
     gguf = embedded_gguf()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

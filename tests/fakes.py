@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from selfreward.engines.base import EngineStats, Sampling
+from selfreward.generation.engines.base import EngineStats, Sampling
 
 
 class ScriptedEngine:

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from procs import JsonHandler, local_server
 
-from selfreward.alpaca import annotator_command, load_alpaca_rows
 from selfreward.cli import main
-from selfreward.errors import UserError
-from selfreward.params import load_params
+from selfreward.config.errors import UserError
+from selfreward.config.params import load_params
+from selfreward.evaluation.alpaca import annotator_command, load_alpaca_rows
 
 SECRET = "sk-alpaca-test-5d1e-DO-NOT-LEAK"
 KEY_ENV = "SELFREWARD_TEST_ALPACA_KEY"

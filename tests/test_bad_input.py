@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.params import EngineParams, ResponsesParams
-from selfreward.shards import shard_dir
+from selfreward.config.params import EngineParams, ResponsesParams
+from selfreward.core.shards import shard_dir
 
 JUDGMENT = {"id": "a", "prompt": "q", "responses": ["x", "y"], "scores": [[3.0], [1.0]],
             "mean": [3.0, 1.0]}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selfreward.errors import UserError
-from selfreward.params import load_params
+from selfreward.config.errors import UserError
+from selfreward.config.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfreward.models import load_model
+from selfreward.core.models import load_model
 from selfreward.training.completion_loss import completion_loss
 
 

@@ -12,8 +12,8 @@ import torch
 import yaml
 from conftest import build_tiny_model
 
-from selfreward.models import load_model
-from selfreward.params import DistillParams, DpoParams
+from selfreward.config.params import DistillParams, DpoParams
+from selfreward.core.models import load_model
 from selfreward.stages.dpo import run_dpo
 from selfreward.training.distill import token_kl
 
@@ -199,7 +199,7 @@ def test_with_lora_the_kl_term_reaches_the_adapters(tmp_path, tiny_model, teache
     from datasets import Dataset
     from trl import DPOConfig
 
-    from selfreward.params import LoraParams
+    from selfreward.config.params import LoraParams
     from selfreward.training.common import lora_config, trainer_kwargs
     from selfreward.training.distill import distill_trainer, load_teacher
 

@@ -3,7 +3,7 @@
 import json
 import logging
 
-from selfreward.params import DpoParams
+from selfreward.config.params import DpoParams
 from selfreward.stages.dpo import run_dpo
 
 

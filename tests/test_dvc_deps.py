@@ -185,8 +185,8 @@ def params() -> dict:
 
 def test_analysis_sees_lazy_and_package_imports(params):
     judge = closure(cli_commands()["judge"])
-    assert {"selfreward.stages.judge", "selfreward.engines", "selfreward.engines.hf",
-            "selfreward.engines.vllm", "selfreward.prompting", "selfreward.models"} <= judge
+    assert {"selfreward.stages.judge", "selfreward.generation.engines", "selfreward.generation.engines.hf",
+            "selfreward.generation.engines.vllm", "selfreward.judge.rubric", "selfreward.core.models"} <= judge
     assert "selfreward.training.distill" not in judge
     assert templates_read(closure(cli_commands()["self-instruct"])) >= {
         "self_instruct_instances_output_first", "self_instruct_instances_input_first"}
@@ -329,10 +329,10 @@ def test_dvc_status_marks_the_stages_an_edit_affects(locked_repo, params):
     """Modules and templates the old dvc.yaml missed for some stage (prompting.py for judge,
     engines/ for prompts, judge_compact.txt for sft, seed.py, evaluation.py, shards.py)."""
     _edits_mark_exactly_their_stages(locked_repo, params, [
-        "src/selfreward/prompting.py", "src/selfreward/engines/hf.py",
+        "src/selfreward/judge/rubric.py", "src/selfreward/generation/engines/hf.py",
         "src/selfreward/templates/prompt_generation.txt",
-        "src/selfreward/templates/judge_compact.txt", "src/selfreward/seed.py",
-        "src/selfreward/evaluation.py", "src/selfreward/shards.py"])
+        "src/selfreward/templates/judge_compact.txt", "src/selfreward/data/seed.py",
+        "src/selfreward/evaluation/metrics.py", "src/selfreward/core/shards.py"])
 
 
 @pytest.mark.slow

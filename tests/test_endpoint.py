@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from procs import JsonHandler, local_server
 
 from selfreward.cli import main
-from selfreward.endpoint import MAX_DELAY, ChatEndpoint, retry_after, retry_delay
-from selfreward.errors import UserError
-from selfreward.io import write_json, write_jsonl
+from selfreward.config.errors import UserError
+from selfreward.core.io import write_json, write_jsonl
+from selfreward.judge.endpoint import MAX_DELAY, ChatEndpoint, retry_after, retry_delay
 
 SECRET = "sk-test-7f3a9c1e-DO-NOT-LEAK"
 KEY_ENV = "SELFREWARD_TEST_JUDGE_KEY"
@@ -140,7 +140,7 @@ CHAT = [{"role": "user", "content": "<response_1>a</response_1><response_2>GOOD<
 def sleeps(monkeypatch) -> list[float]:
     """The delays the client waits between attempts (recorded, not slept)."""
     delays: list[float] = []
-    monkeypatch.setattr("selfreward.endpoint.time.sleep", delays.append)
+    monkeypatch.setattr("selfreward.judge.endpoint.time.sleep", delays.append)
     return delays
 
 

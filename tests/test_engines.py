@@ -5,13 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfreward import engines
-from selfreward.engines import Sampling, make_engine, resolve_engine
-from selfreward.engines.base import DIGITS, digit_prefix_ids, encode_chats, expected_score
-from selfreward.engines.hf import HFEngine, NucleusSampler, auto_dtype
-from selfreward.errors import UserError
-from selfreward.params import EngineParams
-from selfreward.prompting import JUDGE_PREFIX, judge_messages
+from selfreward.config.errors import UserError
+from selfreward.config.params import EngineParams
+from selfreward.generation import engines
+from selfreward.generation.engines import make_engine, resolve_engine
+from selfreward.generation.engines.base import (
+    DIGITS,
+    Sampling,
+    digit_prefix_ids,
+    encode_chats,
+    expected_score,
+)
+from selfreward.generation.engines.hf import HFEngine, NucleusSampler, auto_dtype
+from selfreward.judge.rubric import JUDGE_PREFIX, judge_messages
 
 CHATS = [[{"role": "user", "content": "Name a colour."}],
          [{"role": "user", "content": "Write one long sentence about the sea and its waves."}],

@@ -12,9 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.engines import expected_score, make_engine
-from selfreward.errors import UserError
-from selfreward.evaluation import (
+from selfreward.config.errors import UserError
+from selfreward.config.params import EngineParams, JudgeParams, load_params
+from selfreward.data.seed import select_prompts
+from selfreward.evaluation.iteration import comparison_items
+from selfreward.evaluation.metrics import (
     best_hit_rate,
     combine_orders,
     exact_match,
@@ -27,17 +29,14 @@ from selfreward.evaluation import (
     spearman,
     win_rates,
 )
-from selfreward.params import EngineParams, JudgeParams, load_params
-from selfreward.prompting import JUDGE_PREFIX, judge_messages
-from selfreward.seed import select_prompts
-from selfreward.stages.eval_answers import run_eval_model
-from selfreward.stages.eval_judge import load_preference_pairs, run_eval_judge
-from selfreward.stages.head_to_head import (
-    comparison_items,
-    judge_both_orders,
-    parse_winner,
-    run_evaluate,
-)
+from selfreward.generation.engines import make_engine
+from selfreward.generation.engines.base import expected_score
+from selfreward.judge.agreement import load_preference_pairs
+from selfreward.judge.pairwise import judge_both_orders, parse_winner
+from selfreward.judge.rubric import JUDGE_PREFIX, judge_messages
+from selfreward.stages.eval_judge import run_eval_judge
+from selfreward.stages.eval_model import run_eval_model
+from selfreward.stages.evaluate import run_evaluate
 
 HUMAN = [5, 3, 1, 4, 2, 0]
 GROUPS = ["a", "a", "a", "b", "b", "b"]

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from fakes import ScriptedEngine
 
 from selfreward.cli import main
-from selfreward.errors import UserError
-from selfreward.ifeval import (
+from selfreward.config.errors import UserError
+from selfreward.evaluation.ifeval import (
     aggregate,
     bootstrap_intervals,
     check_instruction,
@@ -246,7 +246,7 @@ def test_checkers_never_download(tmp_path):
         "import nltk\n"
         "def refuse(*a, **k): raise SystemExit('nltk.download called')\n"
         "nltk.download = refuse\n"
-        "from selfreward.ifeval import score_response\n"
+        "from selfreward.evaluation.ifeval import score_response\n"
         "r = {'key': 1, 'prompt': 'p', 'instruction_id_list': "
         "['length_constraints:number_sentences', 'change_case:capital_word_frequency'], "
         "'kwargs': [{'num_sentences': 2, 'relation': 'at least'}, "
@@ -272,7 +272,7 @@ def test_stage_with_scripted_engine(tiny_model, tmp_path, write_jsonl, monkeypat
              "kwargs": [{}, {}]}]
     prompts = write_jsonl("ifeval.jsonl", rows)
     engine = ScriptedEngine(_answer)
-    monkeypatch.setattr("selfreward.engines.make_engine", lambda *a, **k: engine)
+    monkeypatch.setattr("selfreward.generation.engines.make_engine", lambda *a, **k: engine)
     params = tmp_path / "params.yaml"
     params.write_text("ifeval: {max_new_tokens: 8, bootstrap: 100}\n")
     answers, metrics = tmp_path / "out" / "m0.jsonl", tmp_path / "metrics" / "m0.json"

@@ -3,9 +3,9 @@
 import pytest
 from fakes import ScriptedEngine
 
-from selfreward.engines.base import Sampling
-from selfreward.params import EngineParams, JudgeParams
-from selfreward.stages.judge import judge_metrics, judge_rows, parse_score
+from selfreward.config.params import EngineParams, JudgeParams
+from selfreward.generation.engines.base import Sampling
+from selfreward.judge.pointwise import judge_metrics, judge_rows, parse_score
 
 
 @pytest.mark.parametrize("text, score", [
@@ -82,11 +82,11 @@ def test_placeholder_text_in_a_question_survives_verbatim(tmp_path):
 
 
 def test_logprob_judge_on_a_tiny_real_model(tiny_model):
-    from selfreward.engines import make_engine
+    from selfreward.generation.engines import make_engine
 
     engine = make_engine(str(tiny_model), EngineParams(name="hf", batch_size=4))
-    from selfreward.engines import expected_score
-    from selfreward.prompting import JUDGE_PREFIX, judge_messages
+    from selfreward.generation.engines.base import expected_score
+    from selfreward.judge.rubric import JUDGE_PREFIX, judge_messages
 
     chats = [judge_messages("What is 2+2?", r) for r in ("4", "five", "The answer is 4.")]
     probs = engine.digit_probs(chats, JUDGE_PREFIX)

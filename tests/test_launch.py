@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selfreward import launch
-from selfreward.errors import UserError
-from selfreward.launch import build_launch_command, maybe_relaunch
-from selfreward.params import LaunchParams, load_params
+from selfreward.config.errors import UserError
+from selfreward.config.params import LaunchParams, load_params
+from selfreward.core import launch
+from selfreward.core.launch import build_launch_command, maybe_relaunch
 
 ARGV = ["sft", "--model", "models/m0", "--out", "models/m1", "--metrics", "metrics/sft.json"]
 NO_ENV: dict[str, str] = {}
@@ -62,7 +62,7 @@ def test_one_gpu_runs_in_process(monkeypatch):
 def test_one_node_eight_gpus(strategy, flag, extra_env):
     p = LaunchParams(strategy=strategy, num_processes=8)
     cmd = build_launch_command(ARGV, p, python="py", env=NO_ENV)
-    cfg = Path(launch.__file__).parent / "configs" / f"accelerate_{strategy}.yaml"
+    cfg = launch.CONFIG_DIR / f"accelerate_{strategy}.yaml"
     assert cmd == ["py", "-m", "accelerate.commands.launch", "--config_file", str(cfg),
                    "--num_processes", "8", "--num_machines", "1", "--machine_rank", "0",
                    "--main_process_port", "29500", "-m", "selfreward.cli", *ARGV]

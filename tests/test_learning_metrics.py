@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.evaluation import (
+from selfreward.evaluation.metrics import (
     answers_changed,
     bootstrap_ci,
     derangement,
@@ -24,7 +24,7 @@ from selfreward.evaluation import (
     wilson_interval,
     win_rate_ci,
 )
-from selfreward.stages.eval_judge import eft_relevance_items, relevance_metrics
+from selfreward.judge.agreement import eft_relevance_items, relevance_metrics
 
 
 def test_wilson_interval_known_values():
@@ -87,7 +87,7 @@ def test_relevance_metrics_counts_ties_as_misses():
 
 
 def test_eft_relevance_items_pair_good_answers_across_groups():
-    from selfreward.seed import JudgeExample
+    from selfreward.data.seed import JudgeExample
 
     rows = [JudgeExample(f"Q{g}", f"A{g}{k}", "", s, g, f"f:{i}")
             for i, (g, k, s) in enumerate([("x", 0, 5), ("x", 1, 1), ("y", 0, 4),

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.ifeval import score_response
-from selfreward.lm_harness import lm_eval_command, task_scores
-from selfreward.params import load_params
+from selfreward.config.params import load_params
+from selfreward.evaluation.ifeval import score_response
+from selfreward.evaluation.lm_harness import lm_eval_command, task_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_scores_become_dvc_metrics(tiny_model, tmp_path, monkeypatch):
         (out / "results_2026-01-01T00-00-00.json").write_text(json.dumps(RESULTS))
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr("selfreward.lm_harness.subprocess.run", fake_run)
+    monkeypatch.setattr("selfreward.evaluation.lm_harness.subprocess.run", fake_run)
     params = tmp_path / "params.yaml"
     params.write_text("lm_eval: {tasks: [arc_easy, ifeval], limit: 5}\n")
     metrics = tmp_path / "metrics" / "m1.json"
@@ -104,7 +104,7 @@ def test_real_harness_run_on_team_prompts(tiny_model, tmp_path):
     p = load_params(params)
     cmd = lm_eval_command(str(tiny_model), p.lm_eval, p.engine, tmp_path / "out")
     cmd += ["--include_path", str(tasks), "--log_samples"]
-    from selfreward.ifeval import install_punkt_english
+    from selfreward.evaluation.ifeval import install_punkt_english
 
     env = {"NLTK_DATA": install_punkt_english(), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from selfreward.errors import UserError
-from selfreward.params import BaseParams
+from selfreward.config.errors import UserError
+from selfreward.config.params import BaseParams
 from selfreward.stages.base import make_base
 
 
@@ -73,7 +73,7 @@ def _model_without_chat_template(out):
 def test_a_checkpoint_without_chat_template_gets_chatml_as_real_special_tokens(tmp_path):
     """Before, ChatML was set as a template only: `<|im_start|>` then tokenized as plain text
     (here: unknown pieces). Now the markers are added special tokens with their own embeddings."""
-    from selfreward.models import CHATML_TOKENS, ensure_chat_template, load_model
+    from selfreward.core.models import CHATML_TOKENS, ensure_chat_template, load_model
 
     source = _model_without_chat_template(tmp_path / "plain")
     metrics = make_base(BaseParams(model=str(source)), tmp_path / "m0", tmp_path / "base.json")

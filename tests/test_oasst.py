@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.errors import UserError
-from selfreward.oasst import read_export
-from selfreward.params import load_params
+from selfreward.config.errors import UserError
+from selfreward.config.params import load_params
+from selfreward.data.oasst import read_export
 
 FIXTURE = Path(__file__).parent / "data" / "oasst_messages.jsonl"
 ROWS = [json.loads(x) for x in FIXTURE.read_text().splitlines()]

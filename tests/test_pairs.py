@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.params import PairsParams
+from selfreward.config.params import PairsParams
 from selfreward.stages.pairs import select_pair, select_pairs
 
 

@@ -5,10 +5,10 @@ import itertools
 import pytest
 from fakes import ScriptedEngine
 
-from selfreward.filters import InstructionFilter
-from selfreward.params import PromptsParams
-from selfreward.rouge import rouge_l_f1
-from selfreward.rouge import rouge_tokens as words
+from selfreward.config.params import PromptsParams
+from selfreward.data.filters import InstructionFilter
+from selfreward.data.rouge import rouge_l_f1
+from selfreward.data.rouge import rouge_tokens as words
 from selfreward.stages.prompts import clean_prompt, generate_prompts, split_candidates
 
 

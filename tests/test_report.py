@@ -9,7 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.report import CHARTS, collect, collect_models, model_rows
+from selfreward.report.charts import CHARTS
+from selfreward.report.summary import collect, collect_models, model_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

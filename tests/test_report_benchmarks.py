@@ -8,7 +8,7 @@ import csv
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.io import write_json
+from selfreward.core.io import write_json
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,9 +14,8 @@ import yaml
 from fakes import ScriptedEngine
 from procs import kill_when, run_json
 
-from selfreward.engines.base import EngineStats
-from selfreward.params import EngineParams, JudgeParams, PromptsParams
-from selfreward.shards import (
+from selfreward.config.params import EngineParams, JudgeParams, PromptsParams
+from selfreward.core.shards import (
     ShardStore,
     code_fingerprint,
     finished_shards,
@@ -24,6 +23,7 @@ from selfreward.shards import (
     shard_dir,
     shard_key,
 )
+from selfreward.generation.engines.base import EngineStats
 
 # -- run_sharded in-process ------------------------------------------------------------------
 
@@ -150,7 +150,7 @@ def _run_judge(tmp_path, monkeypatch, params: JudgeParams, crash_at: int | None)
 
     calls: list = []
     engine = _crashing_engine(calls, crash_at)
-    monkeypatch.setattr("selfreward.engines.make_engine", lambda *a, **k: engine)
+    monkeypatch.setattr("selfreward.generation.engines.make_engine", lambda *a, **k: engine)
     responses = tmp_path / "responses.jsonl"
     responses.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Q{i}?",
                                              "responses": ["a", "b"]}) + "\n"
@@ -220,7 +220,7 @@ def test_a_packaged_template_edit_discards_prompt_rounds(tmp_path, monkeypatch, 
         calls: list = []
         engine = _crashing_engine(calls, crash_at)
         engine.reply = lambda text, k, seed: f"Describe the colour number {len(text)} in detail."
-        monkeypatch.setattr("selfreward.engines.make_engine", lambda *a, **k: engine)
+        monkeypatch.setattr("selfreward.generation.engines.make_engine", lambda *a, **k: engine)
         try:
             stage.run_prompts("no-model", params, EngineParams(shard_size=2), [str(seed)], out,
                               tmp_path / "m.json")

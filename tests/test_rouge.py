@@ -7,7 +7,7 @@ import random
 import pytest
 from rouge_score import rouge_scorer, tokenizers
 
-from selfreward.rouge import RougeLPool, f_measure, min_lcs, rouge_l_f1, rouge_tokens
+from selfreward.data.rouge import RougeLPool, f_measure, min_lcs, rouge_l_f1, rouge_tokens
 
 WORDS = ["the", "a", "of", "to", "and", "in", "is", "for", "on", "with", "write", "explain",
          "list", "give", "describe", "summarise", "compare", "story", "poem", "email", "recipe",

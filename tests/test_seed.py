@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from selfreward.errors import UserError
-from selfreward.prompting import judge_messages, judge_template
-from selfreward.seed import load_eft, load_ift, load_prompts
+from selfreward.config.errors import UserError
+from selfreward.data.seed import load_eft, load_ift, load_prompts
+from selfreward.judge.rubric import judge_messages, judge_template
 from selfreward.training.sft_data import judge_answer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,23 +16,23 @@ from fakes import ScriptedEngine
 from procs import JsonHandler, local_server
 from test_seed_pipeline import stage_cmd, stage_deps
 
-from selfreward import prompting, templates
+from selfreward import templates
 from selfreward.cli import main
-from selfreward.oasst import first_turns, prompt_key, read_export
-from selfreward.params import JudgeParams, OasstEftParams
-from selfreward.seed import load_eft, load_ift
-from selfreward.stages.seed_data import (
+from selfreward.config.params import JudgeParams, OasstEftParams
+from selfreward.data.oasst import first_turns, prompt_key, read_export
+from selfreward.data.oasst_seed import (
     agrees,
     build_eft,
     eft_groups,
-    judge_groups,
     pick_judgment,
     rebalance,
     select_ift,
 )
+from selfreward.data.seed import load_eft, load_ift
+from selfreward.stages.seed_judge import judge_groups
 
 FIXTURE = Path(__file__).parent / "data" / "oasst_messages.jsonl"
-TEMPLATES = Path(prompting.__file__).parent / "templates"
+TEMPLATES = Path(templates.__file__).parent
 IFT_COUNT, IFT_SEED = 2, 2  # random.Random(2) picks candidates 0 and 5 of 6: a0 and k0
 
 # The fake judge: K=3 judgments per reply, keyed by the reply's text.

@@ -5,7 +5,6 @@ Changing an oasst.eft param reruns seed_eft and sft only, never the judgment pas
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -122,85 +121,24 @@ def test_seed_stages_then_sft_in_dvc_repro(tmp_path, scripted_model):
     assert "seed_judge@fix" not in run(repo, "dvc", "status")
 
 
-# -- dvc.yaml deps of the seed stages: every project module their commands import ---------------
+# -- dvc.yaml deps of the seed stages ------------------------------------------------------------
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
-# Each seed stage's command: the click function in cli.py that runs it.
-STAGE_COMMANDS = {"seed_ift": "seed_data_ift", "seed_sft": "sft", "seed_judge": "seed_data_judge",
-                  "seed_eft": "seed_data_eft"}
-# Every stage runs through these (the entry point, params validation, the error type); dvc.yaml
-# leaves them out everywhere, as their changes are not the stages' own.
-COMMON = {"selfreward/cli.py", "selfreward/params.py", "selfreward/errors.py"}
+# tests/test_dvc_deps.py checks every stage's deps (these included) against the import closure of
+# its command; here: the seed stages run the modules named after them.
+@pytest.mark.parametrize("stage", ["seed_ift", "seed_judge", "seed_eft"])
+def test_seed_stages_run_their_own_stage_module(stage):
+    from test_dvc_deps import required_files, stages
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    command = stages(params)[f"dvc.yaml:{stage}"]["command"]
+    assert f"src/selfreward/stages/{stage}.py" in required_files(command, params)
 
 
-def _module_file(module: str) -> Path:
-    path = SRC / Path(*module.split("."))
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
-def _imports(tree: ast.AST, package: str) -> set[str]:
-    """Project modules named by the import statements under `tree` (function-level ones too)."""
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            parts = package.split(".")
-            target = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if
-                                                                      node.module else []))
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("selfreward"):
-            target = node.module
-        else:
-            continue
-        found.add(target)
-        found |= {f"{target}.{a.name}" for a in node.names
-                  if _module_file(f"{target}.{a.name}").exists()}
-    return {m for m in found if _module_file(m).exists()}
-
-
-def import_closure(modules: set[str]) -> set[str]:
-    """The project modules `modules` import, directly or not (lazy imports included)."""
-    seen: set[str] = set()
-    todo = list(modules)
-    while todo:
-        module = todo.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        path = _module_file(module)
-        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        todo += _imports(ast.parse(path.read_text()), package)
-    return seen
-
-
-def command_modules(function: str) -> set[str]:
-    """What the click command `function` of cli.py imports, and what those import."""
-    tree = ast.parse((SRC / "selfreward" / "cli.py").read_text())
-    body = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
-    return import_closure(_imports(body, "selfreward"))
+def stage_cmd(stage: str) -> str:
+    """The command of a foreach stage in the project's dvc.yaml, as written (${...} unresolved)."""
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["do"]["cmd"]
 
 
 def stage_deps(stage: str) -> list[str]:
     """The deps of a foreach stage in the project's dvc.yaml, as written (${...} unresolved)."""
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["do"]["deps"]
-
-
-def stage_cmd(stage: str) -> str:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["do"]["cmd"]
-
-
-def covered(path: str, deps: list[str]) -> bool:
-    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
-
-
-@pytest.mark.parametrize("stage", sorted(STAGE_COMMANDS))
-def test_seed_stage_deps_list_every_module_the_command_imports(stage):
-    deps = stage_deps(stage)
-    files = {str(_module_file(m).relative_to(SRC)) for m in command_modules(STAGE_COMMANDS[stage])}
-    assert "selfreward/stages/seed_data.py" in files or stage == "seed_sft"
-    # A package's __init__ counts when it holds code (engines/ does; stages/ is empty).
-    needed = {f for f in files - COMMON
-              if not f.endswith("__init__.py") or len((SRC / f).read_text().splitlines()) > 3}
-    missing = sorted(f for f in needed if not covered(f"src/{f}", deps))
-    assert not missing, f"{stage}: add to its deps in dvc.yaml: {missing}"
-    for dep in deps:
-        if dep.startswith("src/"):
-            assert (ROOT / dep).exists(), f"{stage}: dep {dep} does not exist"

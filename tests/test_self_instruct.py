@@ -13,17 +13,17 @@ import pytest
 from click.testing import CliRunner
 from fakes import ScriptedEngine
 
-from selfreward import engines
 from selfreward.cli import main
-from selfreward.errors import UserError
-from selfreward.filters import INSTANCE_DROPS, INSTRUCTION_REJECTIONS
-from selfreward.params import EngineParams, PromptsParams, SelfInstructParams, load_params
-from selfreward.seed import load_ift, load_seed_tasks
-from selfreward.self_instruct_text import (
+from selfreward.config.errors import UserError
+from selfreward.config.params import EngineParams, PromptsParams, SelfInstructParams, load_params
+from selfreward.data.filters import INSTANCE_DROPS, INSTRUCTION_REJECTIONS
+from selfreward.data.seed import load_ift, load_seed_tasks
+from selfreward.data.self_instruct_text import (
     parse_classification,
     parse_instances,
     parse_instructions,
 )
+from selfreward.generation import engines
 from selfreward.stages.prompts import run_prompts_from_tasks
 from selfreward.stages.self_instruct import run_self_instruct
 
@@ -314,9 +314,9 @@ def test_embedded_model_runs_every_step_and_the_counts_add_up(tmp_path, seed):
     the instance filters is the model's coin (seeds 0, 1, 2 kept 1, 0, 0 tasks), so it is not
     asserted. The engine runs in float32 so that CPUs with and without native bf16 sample the
     same tokens. SELFREWARD_REAL_SEEDS=0,1,2 runs it under several seeds."""
-    from selfreward.engines import open_engine
-    from selfreward.io import write_jsonl as write_rows
-    from selfreward.params import BaseParams
+    from selfreward.config.params import BaseParams
+    from selfreward.core.io import write_jsonl as write_rows
+    from selfreward.generation.engines import open_engine
     from selfreward.stages.base import make_base
     from selfreward.stages.self_instruct import self_instruct, task_messages
 

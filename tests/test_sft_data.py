@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.errors import UserError
-from selfreward.params import JudgeDataParams, SftParams
-from selfreward.prompting import JUDGE_PREFIX
-from selfreward.seed import load_eft, load_ift
+from selfreward.config.errors import UserError
+from selfreward.config.params import JudgeDataParams, SftParams
+from selfreward.data.seed import load_eft, load_ift
+from selfreward.judge.rubric import JUDGE_PREFIX
 from selfreward.stages.sft import build_examples
 from selfreward.training.sft_data import (
     check_lengths,
@@ -103,7 +103,7 @@ def test_sft_refuses_max_length_that_cuts_scores(tmp_path, tiny_model):
 
 
 def test_judge_data_params_validated(tmp_path):
-    from selfreward.params import load_params
+    from selfreward.config.params import load_params
 
     params = tmp_path / "params.yaml"
     params.write_text("sft:\n  judge_data:\n    matched_score: 7\n")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from selfreward.errors import UserError
-from selfreward.prompting import judge_messages, judge_template
-from selfreward.stages.head_to_head import pairwise_messages, pairwise_template
+from selfreward.config.errors import UserError
+from selfreward.judge.pairwise import pairwise_messages, pairwise_template
+from selfreward.judge.rubric import judge_messages, judge_template
 from selfreward.templates import fill, user_template
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from selfreward.params import SftParams
+from selfreward.config.params import SftParams
 from selfreward.training.common import training_workdir
 
 ROOT = Path(__file__).resolve().parents[1]

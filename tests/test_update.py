@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from selfreward.models import load_model, save_checkpoint
-from selfreward.params import JudgeDataParams, SftParams
+from selfreward.config.params import JudgeDataParams, SftParams
+from selfreward.core.models import load_model, save_checkpoint
 from selfreward.stages.sft import run_sft
 from selfreward.training.common import freeze_lower_layers
 from selfreward.training.update import checkpoint_update, update_warning

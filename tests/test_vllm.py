@@ -15,8 +15,8 @@ import pytest
 import yaml
 from procs import kill_when, run_json
 
-from selfreward.params import EngineParams, JudgeParams
-from selfreward.shards import finished_shards
+from selfreward.config.params import EngineParams, JudgeParams
+from selfreward.core.shards import finished_shards
 from selfreward.stages.judge import run_judge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def build_vllm_tiny_model(out: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from selfreward.models import embedded_gguf, ensure_chat_template
+    from selfreward.core.models import embedded_gguf, ensure_chat_template
 
     gguf = embedded_gguf()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -9,8 +9,8 @@ import sys
 
 import click
 
-from .errors import UserError
-from .params import load_params
+from .config.errors import UserError
+from .config.params import load_params
 
 PARAMS = click.option("--params", "params_file", default="params.yaml", show_default=True,
                       type=click.Path(dir_okay=False), help="Params file (stage sections).")
@@ -79,7 +79,7 @@ def seed_data_ift(params_file, export, out, metrics) -> None:
 
     Deleted, failed-review, other-language and later-turn messages are skipped and counted.
     """
-    from .stages.seed_data import run_seed_ift
+    from .stages.seed_ift import run_seed_ift
 
     p = load_params(params_file)
     run_seed_ift(p.oasst, list(export), out, metrics)
@@ -101,7 +101,7 @@ def seed_data_judge(params_file, export, ift_files, model_dir, out, metrics) -> 
     A group is a first-turn prompt outside the IFT set with >= oasst.judge.min_replies ranked
     replies. Sharded and resumable: a rerun after a crash skips finished shards.
     """
-    from .stages.seed_data import run_seed_judge
+    from .stages.seed_judge import run_seed_judge
 
     p = load_params(params_file)
     run_seed_judge(p.oasst, p.engine, list(export), list(ift_files), model_dir, out, metrics,
@@ -118,7 +118,7 @@ def seed_data_judge(params_file, export, ift_files, model_dir, out, metrics) -> 
 def seed_data_eft(params_file, judgments, train, eval, metrics, hist) -> None:
     """EFT: keep prompt groups whose scores order the replies as the human ranks do, split
     train/eval by group, cap the most common score in train (params oasst.eft.*)."""
-    from .stages.seed_data import run_seed_eft
+    from .stages.seed_eft import run_seed_eft
 
     p = load_params(params_file)
     run_seed_eft(p.oasst.eft, judgments, train, eval, metrics, hist)
@@ -144,8 +144,8 @@ def sft(params_file, model_dir, ift, eft, self_instruct_file, no_self_instruct, 
     EFT examples are rendered through the judge template, so M1 learns to judge; the loss
     covers the assistant's answer only. Optional LoRA (sft.lora) is merged before saving.
     """
-    from .launch import maybe_relaunch
-    from .prompting import judge_template
+    from .core.launch import maybe_relaunch
+    from .judge.rubric import judge_template
     from .stages.sft import run_sft
 
     p = load_params(params_file)
@@ -286,7 +286,7 @@ def dpo(params_file, model_dir, pairs_file, out, metrics, plot) -> None:
     dpo.distill.weight > 0 the loss adds a token-level KL to the teacher dpo.distill.teacher on
     the chosen and the rejected answers.
     """
-    from .launch import maybe_relaunch
+    from .core.launch import maybe_relaunch
     from .stages.dpo import run_dpo
 
     p = load_params(params_file)
@@ -337,7 +337,7 @@ def eval_model(params_file, model_dir, prompts_file, eft_file, judge_dir, out, m
     the relevance check on its own answers (each prompt's answer vs another prompt's answer),
     its self-scores. The fixed judge's pointwise rubric scores of its answers.
     """
-    from .stages.eval_answers import run_eval_model
+    from .stages.eval_model import run_eval_model
 
     p = load_params(params_file)
     run_eval_model(model_dir, p, prompts_file, eft_file, out, judge_dir or p.eval.judge,
@@ -366,7 +366,7 @@ def evaluate(params_file, iteration, model_eval, next_eval, sft_eval, judge_dir,
     intervals and the judge's position bias. The judge is eval.judge (a local model) or
     eval.judge_endpoint (OpenAI-compatible; key from the env variable named eval.api_key_env).
     """
-    from .stages.head_to_head import run_evaluate
+    from .stages.evaluate import run_evaluate
 
     p = load_params(params_file)
     run_evaluate(p, iteration, model_eval, next_eval, sft_eval, out, metrics, judge_dir,
@@ -382,7 +382,7 @@ def evaluate(params_file, iteration, model_eval, next_eval, sft_eval, judge_dir,
               type=click.Path(), help="Directory for the DVC plot CSVs across iterations.")
 def report(metrics_dir, out, plots_dir) -> None:
     """Write reports/summary.md (tables per iteration) and charts from whatever metrics exist."""
-    from .report import run_report
+    from .report.summary import run_report
 
     click.echo(str(run_report(metrics_dir, out, plots_dir)))
 
@@ -429,7 +429,7 @@ def alpaca_outputs(params_file, model_dir, prompts_file, generator, out) -> None
     Fields instruction, output, generator, dataset; answers up to alpaca_eval.max_new_tokens
     (engine.*). Evaluate with `selfreward alpaca-eval` or alpaca_eval itself.
     """
-    from .alpaca import run_alpaca_outputs
+    from .evaluation.alpaca import run_alpaca_outputs
 
     p = load_params(params_file)
     click.echo(f"{run_alpaca_outputs(model_dir, p, prompts_file, out, generator)} outputs -> {out}")
@@ -441,7 +441,7 @@ def alpaca_outputs(params_file, model_dir, prompts_file, generator, out) -> None
 @click.option("--revision", help="Dataset revision (commit) on the hub.")
 def alpaca_data(out_dir, revision) -> None:
     """Download the AlpacaEval instructions and GPT-4 Turbo reference outputs (needs the hub)."""
-    from .alpaca import download_alpaca_data
+    from .evaluation.alpaca import download_alpaca_data
 
     for path in download_alpaca_data(out_dir, revision):
         click.echo(str(path))
@@ -463,7 +463,7 @@ def alpaca_eval(params_file, model_outputs, reference, out, metrics) -> None:
     """
     import json
 
-    from .alpaca import run_alpaca_annotate
+    from .evaluation.alpaca import run_alpaca_annotate
 
     p = load_params(params_file)
     click.echo(json.dumps(run_alpaca_annotate(p, model_outputs, reference, out, metrics),
@@ -483,7 +483,7 @@ def lm_eval(params_file, model_dir, out, metrics) -> None:
     """
     import json
 
-    from .lm_harness import run_lm_eval
+    from .evaluation.lm_harness import run_lm_eval
 
     p = load_params(params_file)
     click.echo(json.dumps(run_lm_eval(model_dir, p.lm_eval, p.engine, out, metrics), indent=2))

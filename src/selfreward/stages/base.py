@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..io import atomic_dir, remove_outputs, write_json
-from ..models import add_chat_template, load_base, save_checkpoint
-from ..params import BaseParams
+from ..config.params import BaseParams
+from ..core.io import atomic_dir, remove_outputs, write_json
+from ..core.models import add_chat_template, load_base, save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import read_jsonl, remove_outputs, require
-from ..models import load_model
-from ..params import DpoParams
-from ..shards import fingerprint, model_fingerprint
+from ..config.errors import UserError
+from ..config.params import DpoParams
+from ..core.io import read_jsonl, remove_outputs, require
+from ..core.models import load_model
+from ..core.shards import fingerprint, model_fingerprint
 from ..training.common import (
     finish_training,
     mixed_precision,

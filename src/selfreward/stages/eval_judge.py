@@ -11,147 +11,20 @@ import logging
 import tempfile
 from pathlib import Path
 
-from ..engines import open_engine
-from ..errors import UserError
-from ..evaluation import (
-    derangement,
-    grouped_accuracy_ci,
-    judge_agreement,
-    pair_accuracy,
-    score_spread,
-    wilson_interval,
+from ..config.errors import UserError
+from ..config.params import Params
+from ..core.io import remove_outputs, write_json
+from ..data.seed import load_eft
+from ..generation.engines import open_engine
+from ..judge.agreement import (
+    eft_agreement,
+    eft_relevance_items,
+    load_preference_pairs,
+    pairs_agreement,
+    relevance_check,
 )
-from ..io import read_jsonl, read_text, remove_outputs, write_json
-from ..params import JudgeParams, Params
-from ..prompting import judge_template
-from ..seed import JudgeExample, load_eft
-from ..shards import finish, shard_key
-from .judge import judge_rows
 
 log = logging.getLogger(__name__)
-
-RELEVANT_SCORE = 3  # EFT answers at least this good stand in as "an answer to the prompt"
-
-
-def score_with_judge(engine, prompts: list[str], responses: list[list[str]],
-                     judge_params: JudgeParams, shard_size: int, shards_for: Path,
-                     model: str = "") -> list[list[float | None]]:
-    """Mean judge score of every response, through the pipeline's own `judge_rows`; resumable
-    shards beside `shards_for`, keyed by the judge `model`'s fingerprint among the rest."""
-    rows = [{"id": str(i), "prompt": prompt, "responses": answers}
-            for i, (prompt, answers) in enumerate(zip(prompts, responses))]
-    key = shard_key(params=judge_params, templates=[judge_template(judge_params.template)],
-                    inputs=rows, model=model)
-    out, _ = judge_rows(engine, rows, judge_params, shard_size, shards_for, key)
-    finish(shards_for)
-    return [row["mean"] for row in out]
-
-
-def eft_agreement(engine, examples: list[JudgeExample], judge_params: JudgeParams,
-                  shard_size: int, shards_for: Path, seed: int = 0) -> tuple[dict, list[dict]]:
-    """Agreement with human scores on a grouped EFT set (with a group-bootstrap interval of the
-    pairwise accuracy and the spread of the scores); also the per-example scores."""
-    by_prompt: dict[tuple[str, str], list[int]] = {}
-    for i, ex in enumerate(examples):  # one judge row per (group, prompt): the rubric sees one
-        by_prompt.setdefault((ex.group, ex.prompt), []).append(i)
-    keys = list(by_prompt)
-    means = score_with_judge(engine, [k[1] for k in keys],
-                             [[examples[i].response for i in by_prompt[k]] for k in keys],
-                             judge_params, shard_size, shards_for)
-    model: list[float | None] = [None] * len(examples)
-    for k, row in zip(keys, means):
-        for i, m in zip(by_prompt[k], row):
-            model[i] = m
-    human, groups = [ex.score for ex in examples], [ex.group for ex in examples]
-    metrics = judge_agreement(model, human, groups)
-    metrics["pairwise_accuracy_ci"] = grouped_accuracy_ci(model, human, groups, seed)
-    metrics["spread"] = score_spread(model)
-    rows = [{"group": ex.group, "source": ex.source, "human": ex.score, "model": m}
-            for ex, m in zip(examples, model)]
-    return metrics, rows
-
-
-def relevance_check(engine, items: list[dict], judge_params: JudgeParams, shard_size: int,
-                    shards_for: Path) -> tuple[dict, list[dict]]:
-    """Score each prompt's own answer and another prompt's answer; accuracy = share of prompts
-    whose own answer scores higher (ties count as misses), with its Wilson interval."""
-    means = score_with_judge(engine, [it["prompt"] for it in items],
-                             [[it["chosen"], it["rejected"]] for it in items], judge_params,
-                             shard_size, shards_for)
-    metrics = relevance_metrics([(m[0], m[1]) for m in means])
-    rows = [{**{k: v for k, v in it.items() if k not in ("chosen", "rejected")},
-             "own_score": m[0], "other_score": m[1]} for it, m in zip(items, means)]
-    return metrics, rows
-
-
-def relevance_metrics(scores: list[tuple[float | None, float | None]]) -> dict:
-    """Pair accuracy of (own answer, other prompt's answer) scores, with its Wilson interval."""
-    acc = pair_accuracy(scores)
-    acc["accuracy_ci"] = wilson_interval(acc["agree"], acc["pairs"])
-    return acc
-
-
-def eft_relevance_items(examples: list[JudgeExample], seed: int = 0) -> list[dict]:
-    """Relevance items from a grouped EFT file: each good answer (human score >= 3) under its own
-    prompt vs a good answer of another group (a seeded derangement of the groups)."""
-    groups: dict[str, list[JudgeExample]] = {}
-    for ex in examples:
-        if ex.score >= RELEVANT_SCORE:
-            groups.setdefault(ex.group, []).append(ex)
-    names = sorted(groups)
-    if len(names) < 2:
-        return []
-    other = derangement(len(names), seed)
-    items = []
-    for g, own in enumerate(names):
-        others = groups[names[other[g]]]
-        for k, ex in enumerate(groups[own]):
-            items.append({"prompt": ex.prompt, "chosen": ex.response,
-                          "rejected": others[k % len(others)].response, "group": own,
-                          "other": names[other[g]]})
-    return items
-
-
-def _text(value, file: str, line: int, key: str, role: str) -> str:
-    """A pair field as text: a string, a message {role, content}, or a list of messages."""
-    if isinstance(value, dict):
-        value = [value]
-    if isinstance(value, list):
-        texts = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == role]
-        if not texts or not isinstance(texts[-1], str) or not texts[-1].strip():
-            raise UserError(f"no non-empty '{role}' message", file=file, line=line, field=key)
-        return texts[-1]
-    if isinstance(value, str) and value.strip():
-        return value
-    raise UserError("expected a non-empty string or chat messages", file=file, line=line,
-                    field=key)
-
-
-def load_preference_pairs(path: str | Path) -> list[dict]:
-    """`{prompt, chosen, rejected}` rows (plain strings or TRL conversational), validated."""
-    file = str(path)
-    if Path(path).is_file() and not read_text(path).strip():
-        raise UserError("file is empty: expected one {prompt, chosen, rejected} object per line",
-                        file=file, line=1)
-    out = []
-    for line, obj in read_jsonl(path):
-        for key in ("prompt", "chosen", "rejected"):
-            if key not in obj:
-                raise UserError("missing required field", file=file, line=line, field=key)
-        out.append({"line": line,
-                    "prompt": _text(obj["prompt"], file, line, "prompt", "user"),
-                    "chosen": _text(obj["chosen"], file, line, "chosen", "assistant"),
-                    "rejected": _text(obj["rejected"], file, line, "rejected", "assistant")})
-    return out
-
-
-def pairs_agreement(engine, pairs: list[dict], judge_params: JudgeParams, shard_size: int,
-                    shards_for: Path) -> dict:
-    """Pairwise accuracy of the judge on chosen/rejected pairs (ties counted separately)."""
-    means = score_with_judge(engine, [pair["prompt"] for pair in pairs],
-                             [[pair["chosen"], pair["rejected"]] for pair in pairs], judge_params,
-                             shard_size, shards_for)
-    return relevance_metrics([(m[0], m[1]) for m in means])
 
 
 def run_eval_judge(model_dir: str, params: Params, eft_path: str | None, pairs_path: str | None,

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..engines import Sampling, open_engine
-from ..errors import UserError
-from ..ifeval import aggregate, load_ifeval_prompts, score_response
-from ..io import remove_outputs, write_json, write_jsonl
-from ..params import Params
-from ..seed import select_prompts
+from ..config.errors import UserError
+from ..config.params import Params
+from ..core.io import remove_outputs, write_json, write_jsonl
+from ..data.seed import select_prompts
+from ..evaluation.ifeval import aggregate, load_ifeval_prompts, score_response
+from ..generation.engines import Sampling, open_engine
 
 log = logging.getLogger(__name__)
 

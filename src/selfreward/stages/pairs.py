@@ -8,10 +8,10 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import read_jsonl, remove_outputs, require, write_json, write_jsonl
-from ..params import PairsParams
-from ..shards import item_seed
+from ..config.errors import UserError
+from ..config.params import PairsParams
+from ..core.io import read_jsonl, remove_outputs, require, write_json, write_jsonl
+from ..core.shards import item_seed
 
 log = logging.getLogger(__name__)
 

@@ -7,15 +7,15 @@ import random
 import re
 from pathlib import Path
 
-from ..engines import Engine, engine_key, open_engine
-from ..errors import UserError
-from ..filters import INSTRUCTION_REJECTIONS, InstructionFilter
-from ..io import remove_outputs, write_json, write_jsonl
-from ..params import EngineParams, PromptsParams
-from ..seed import load_ift, load_seed_tasks, task_prompt, user_prompt
-from ..shards import finish, model_fingerprint, shard_key
+from ..config.errors import UserError
+from ..config.params import EngineParams, PromptsParams
+from ..core.io import remove_outputs, write_json, write_jsonl
+from ..core.shards import finish, model_fingerprint, shard_key
+from ..data.filters import INSTRUCTION_REJECTIONS, InstructionFilter
+from ..data.seed import load_ift, load_seed_tasks, task_prompt, user_prompt
+from ..generation.engines import Engine, engine_key, open_engine
+from ..generation.rounds import generate_rounds
 from ..templates import fill, template
-from .rounds import generate_rounds
 
 log = logging.getLogger(__name__)
 

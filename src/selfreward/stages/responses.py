@@ -6,11 +6,11 @@ import logging
 import statistics
 from pathlib import Path
 
-from ..engines import Sampling, engine_key, open_engine
-from ..io import remove_outputs, write_json, write_jsonl
-from ..params import EngineParams, ResponsesParams
-from ..seed import load_prompts
-from ..shards import finish, item_seed, model_fingerprint, run_sharded, shard_key
+from ..config.params import EngineParams, ResponsesParams
+from ..core.io import remove_outputs, write_json, write_jsonl
+from ..core.shards import finish, item_seed, model_fingerprint, run_sharded, shard_key
+from ..data.seed import load_prompts
+from ..generation.engines import Sampling, engine_key, open_engine
 
 log = logging.getLogger(__name__)
 

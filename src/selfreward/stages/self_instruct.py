@@ -20,13 +20,18 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from ..engines import Engine, Sampling, engine_key, open_engine
-from ..errors import UserError
-from ..filters import INSTANCE_DROPS, INSTRUCTION_REJECTIONS, InstructionFilter, filter_instances
-from ..io import remove_outputs, write_json, write_jsonl
-from ..params import EngineParams, SelfInstructParams
-from ..seed import SeedTask, load_seed_tasks, task_prompt
-from ..self_instruct_text import (
+from ..config.errors import UserError
+from ..config.params import EngineParams, SelfInstructParams
+from ..core.io import remove_outputs, write_json, write_jsonl
+from ..core.shards import finish, item_seed, model_fingerprint, run_sharded, shard_key
+from ..data.filters import (
+    INSTANCE_DROPS,
+    INSTRUCTION_REJECTIONS,
+    InstructionFilter,
+    filter_instances,
+)
+from ..data.seed import SeedTask, load_seed_tasks, task_prompt
+from ..data.self_instruct_text import (
     TEMPLATES,
     classify_messages,
     generation_messages,
@@ -35,9 +40,9 @@ from ..self_instruct_text import (
     parse_instances,
     parse_instructions,
 )
-from ..shards import finish, item_seed, model_fingerprint, run_sharded, shard_key
+from ..generation.engines import Engine, Sampling, engine_key, open_engine
+from ..generation.rounds import Rounds, generate_rounds
 from ..templates import template
-from .rounds import Rounds, generate_rounds
 
 log = logging.getLogger(__name__)
 

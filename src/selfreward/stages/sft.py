@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import remove_outputs
-from ..models import load_model
-from ..params import SftParams
-from ..seed import load_eft, load_ift
-from ..shards import fingerprint, model_fingerprint
+from ..config.errors import UserError
+from ..config.params import SftParams
+from ..core.io import remove_outputs
+from ..core.models import load_model
+from ..core.shards import fingerprint, model_fingerprint
+from ..data.seed import load_eft, load_ift
 from ..training.common import (
     finish_training,
     mixed_precision,

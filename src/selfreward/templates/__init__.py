@@ -11,8 +11,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import read_text
+from ..config.errors import UserError
+from ..core.io import read_text
 
 
 @cache

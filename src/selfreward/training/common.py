@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..io import atomic_dir, write_csv, write_json
-from ..models import save_checkpoint
-from ..params import LoraParams, TrainParams
+from ..config.errors import UserError
+from ..config.params import LoraParams, TrainParams
+from ..core.io import atomic_dir, write_csv, write_json
+from ..core.models import save_checkpoint
 from .update import checkpoint_update
 
 log = logging.getLogger(__name__)

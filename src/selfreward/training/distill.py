@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from ..params import DistillParams
+from ..config.errors import UserError
+from ..config.params import DistillParams
 
 
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
@@ -42,7 +42,7 @@ def load_teacher(p: DistillParams, student_tok):
     """The frozen teacher; its tokenizer must be the student's (the KL is per vocabulary entry)."""
     from transformers import AutoTokenizer
 
-    from ..models import load_model
+    from ..core.models import load_model
 
     path = Path(p.teacher)
     if not (path / "config.json").is_file():

@@ -15,10 +15,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from ..errors import UserError
-from ..params import JudgeDataParams
-from ..prompting import judge_messages, judge_score_answer
-from ..seed import Conversation, JudgeExample, user_prompt
+from ..config.errors import UserError
+from ..config.params import JudgeDataParams
+from ..data.seed import Conversation, JudgeExample, user_prompt
+from ..judge.rubric import judge_messages, judge_score_answer
 from ..templates import fill, template
 
 log = logging.getLogger(__name__)
