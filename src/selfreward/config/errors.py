@@ -5,7 +5,6 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-import annotated_types
 import click
 from pydantic import BaseModel, ValidationError
 
@@ -79,17 +78,14 @@ def _field(model: type[BaseModel], parts: list) -> tuple[Any, Any]:
 
 def _range(info: Any) -> str:
     """The allowed values of a bounded number field: `> 0`, `>= 1`, `in (0, 1]`, ..."""
-    low = high = None
-    for m in info.metadata:
-        if isinstance(m, (annotated_types.Gt, annotated_types.Ge)):
-            low = f"({m.gt}" if isinstance(m, annotated_types.Gt) else f"[{m.ge}"
-        if isinstance(m, (annotated_types.Lt, annotated_types.Le)):
-            high = f"{m.lt})" if isinstance(m, annotated_types.Lt) else f"{m.le}]"
+    bounds = {k: getattr(m, k) for m in info.metadata for k in ("gt", "ge", "lt", "le")
+              if hasattr(m, k)}
+    low = f"({bounds['gt']}" if "gt" in bounds else f"[{bounds['ge']}" if "ge" in bounds else ""
+    high = f"{bounds['lt']})" if "lt" in bounds else f"{bounds['le']}]" if "le" in bounds else ""
     if low and high:
         return f"in {low}, {high}"
-    if low:
-        return (">" if low[0] == "(" else ">=") + f" {low[1:]}"
-    return ("<" if high[-1] == ")" else "<=") + f" {high[:-1]}"
+    signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return " and ".join(f"{signs[k]} {v}" for k, v in bounds.items())
 
 
 def from_validation_error(exc: ValidationError, model: type[BaseModel], data: dict, file: str,

@@ -471,12 +471,11 @@ class Params(Section):
                 raise ParamsError(f"models.{name}", f"must be models/{name}")
         seen: set[str] = set()
         for name, path in self.models.items():
-            wrong = ("names may use letters, digits, _ and - only"
-                     if not re.fullmatch(r"[A-Za-z0-9_-]+", name) else f"{path} is listed twice"
-                     if path in seen else None if path in made else
-                     f"{path} is no checkpoint the pipeline makes ({', '.join(made)})")
-            if wrong:
-                raise ParamsError(f"models.{name}", wrong)
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ParamsError(f"models.{name}", "names may use letters, digits, _ and - only")
+            if path in seen or path not in made:
+                raise ParamsError(f"models.{name}", f"{path} is listed twice" if path in seen else
+                                  f"{path} is no checkpoint the pipeline makes ({', '.join(made)})")
             seen.add(path)
         for path, key in made.items():
             if path not in seen:
