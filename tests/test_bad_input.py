@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,38 @@ def test_an_over_long_prompt_warns_once_with_the_count_and_is_in_the_metrics(
     assert len(warnings) == 1 and warnings[0].startswith("2 of 3 prompts")
     assert metrics["engine_truncated_prompts"] == 2
     assert json.loads((tmp_path / "m.json").read_text())["engine_truncated_prompts"] == 2
+
+
+@pytest.mark.parametrize("key, value", [
+    ("sft.grad_accum", "-1"),
+    ("dpo.warmup_ratio", "2"),
+    ("sft.lora.r", "0"),
+    ("engine.gpu_memory_utilization", "5"),
+    ("engine.tensor_parallel_size", "0"),
+    ("engine.max_model_len", "-5"),
+    ("sft.save_steps", "-3"),
+    ("iterations.2.next", "models/m2"),  # equals the iteration's model
+])
+def test_values_accepted_before_pydantic_are_exit_2_at_load(tmp_path, key, value):
+    """Before the pydantic config these loaded and failed later (or never): now the shipped
+    params.yaml with one value changed stops `selfreward pairs` at load, naming line and key."""
+    import yaml
+
+    from selfreward.config.params import _key_lines
+
+    text = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+    line = _key_lines(yaml.compose(text))[key]
+    lines = text.split("\n")
+    name = re.escape(key.rsplit(".", 1)[-1])
+    lines[line - 1], count = re.subn(rf"\b({name}:\s*)[^\s,}}#]+", rf"\g<1>{value}",
+                                     lines[line - 1])
+    assert count == 1, lines[line - 1]
+    params = tmp_path / "params.yaml"
+    params.write_text("\n".join(lines))
+    out, metrics = tmp_path / "pairs.jsonl", tmp_path / "m.json"
+    res = invoke("pairs", "--params", str(params), "--judgments", str(tmp_path / "j.jsonl"),
+                 "--out", str(out), "--metrics", str(metrics))
+    assert res.exit_code == 2, res.output
+    assert f"{params}:{line}: field '{key}': " in res.output, res.output
+    assert res.output.count("\n") == 1  # one error, one line
+    assert_nothing_written(out, metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from selfreward.config.params import EngineParams, JudgeParams, PromptsParams
 from selfreward.core.shards import (
     ShardStore,
     code_fingerprint,
+    fingerprint,
     finished_shards,
     run_sharded,
     shard_dir,
@@ -189,6 +191,23 @@ def test_other_params_or_code_discard_the_shards(tmp_path, caplog):
         caplog.clear()
         assert ShardStore(tmp_path / "o.jsonl", changed).load(0) is None
         assert f"made with other {words}" in caplog.text
+
+
+def test_params_models_hash_by_their_content_in_any_process():
+    """Shard keys hash pydantic params by their fields' values (model_dump), not their repr."""
+    from selfreward.config.params import DistillParams, DpoParams
+
+    assert fingerprint(JudgeParams()) == fingerprint(JudgeParams().model_dump())
+    assert fingerprint(JudgeParams(samples=5)) != fingerprint(JudgeParams())
+    nested = DpoParams(distill=DistillParams(weight=0.5))
+    assert fingerprint(nested) == fingerprint(nested.model_dump())
+    assert fingerprint(nested) != fingerprint(DpoParams())
+    code = ("from selfreward.config.params import JudgeParams; "
+            "from selfreward.core.shards import fingerprint; print(fingerprint(JudgeParams()))")
+    other = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+             for seed in ("1", "2")]
+    assert other == [fingerprint(JudgeParams())] * 2
 
 
 def test_code_fingerprint_follows_every_source_file(tmp_path):

@@ -489,5 +489,30 @@ def lm_eval(params_file, model_dir, out, metrics) -> None:
     click.echo(json.dumps(run_lm_eval(model_dir, p.lm_eval, p.engine, out, metrics), indent=2))
 
 
+@main.command("params-schema")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="JSON file to write (atomically); default: print to stdout.")
+def params_schema(out) -> None:
+    """Write the JSON schema of params.yaml: every section and key with its type, bounds,
+    choices, default and description.
+
+    Editors complete and check params.yaml with it, e.g. VS Code's YAML extension (or any
+    yaml-language-server client): run `selfreward params-schema --out params.schema.json`, then
+    put `# yaml-language-server: $schema=params.schema.json` as the first line of params.yaml,
+    or map it in the settings: "yaml.schemas": {"params.schema.json": ["params*.yaml"]}.
+    """
+    import json
+
+    from .config.params import Params
+    from .core.io import write_json
+
+    schema = Params.model_json_schema()
+    if out:
+        write_json(out, schema)
+        click.echo(f"params schema -> {out}")
+    else:
+        click.echo(json.dumps(schema, indent=2))
+
+
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from .io import atomic_file, dumps_line, write_json
@@ -41,9 +42,14 @@ def item_seed(seed: int, index: int) -> int:
     return seed * 100_003 + index
 
 
+def _plain(obj: Any) -> Any:
+    # A params model hashes by its content (its fields' values), like the dict it was read from.
+    return obj.model_dump(mode="json") if isinstance(obj, BaseModel) else str(obj)
+
+
 def fingerprint(*parts: Any) -> str:
     """A short hash of everything that determines a stage's output (config, inputs, model)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    blob = json.dumps(parts, sort_keys=True, default=_plain).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -48,8 +48,7 @@ log = logging.getLogger(__name__)
 
 CLASSIFY_MAX_NEW_TOKENS = 4  # "Yes" / "No"
 # Params that decide what the stage writes (not `enabled`: that only says whether it runs).
-_OUTPUT_PARAMS = tuple(f.name for f in dataclasses.fields(SelfInstructParams)
-                       if f.name != "enabled")
+_OUTPUT_PARAMS = tuple(name for name in SelfInstructParams.model_fields if name != "enabled")
 
 def generate_instructions(engine: Engine, params: SelfInstructParams, seeds: list[tuple[str, str]],
                           round_size: int, output: str | Path, key: str

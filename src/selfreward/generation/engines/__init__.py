@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.metadata
 import importlib.util
 import logging
@@ -72,7 +71,7 @@ def engine_key(params: EngineParams) -> dict:
     Part of every resumable stage's shard key, so shards made by vLLM on a GPU are never merged
     with shards made by the HF engine after a resume elsewhere.
     """
-    settings = {k: v for k, v in dataclasses.asdict(params).items() if k != "shard_size"}
+    settings = params.model_dump(exclude={"shard_size"})
     return {**settings, "name": resolve_engine(params.name)}
 
 
