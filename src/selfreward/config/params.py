@@ -250,7 +250,7 @@ class IfevalParams:
 
 @dataclass
 class AlpacaEvalParams:
-    """AlpacaEval 2.0 (pipelines/benchmarks/dvc.yaml): model_outputs.json and the annotator."""
+    """AlpacaEval 2.0 (pipelines/external_evals/dvc.yaml): model_outputs.json and the annotator."""
 
     prompts: str = "data/alpaca_eval/alpaca_eval.json"  # the 805 instructions (JSON list/JSONL)
     reference: str = "data/alpaca_eval/alpaca_eval_gpt4_baseline.json"  # GPT-4 Turbo outputs
@@ -264,7 +264,8 @@ class AlpacaEvalParams:
 
 @dataclass
 class LmEvalParams:
-    """`selfreward lm-eval` (pipelines/benchmarks/dvc.yaml): EleutherAI's harness on models/mN."""
+    """`selfreward lm-eval` (pipelines/external_evals/dvc.yaml): EleutherAI's harness on
+    models/mN."""
 
     tasks: list[str] = field(default_factory=lambda: [
         "ifeval", "arc_easy", "arc_challenge", "hellaswag", "mmlu"])
@@ -366,6 +367,7 @@ class Params:
     alpaca_eval: AlpacaEvalParams = field(default_factory=AlpacaEvalParams)
     lm_eval: LmEvalParams = field(default_factory=LmEvalParams)
     iterations: dict[str, IterationSpec] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)  # name -> checkpoint dir to evaluate
     seed_data: SeedDataParams = field(default_factory=SeedDataParams)
     oasst: OasstParams = field(default_factory=OasstParams)
     # Sections owned by other modules (none at present) are validated by them.
