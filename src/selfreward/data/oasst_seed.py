@@ -182,7 +182,7 @@ def build_eft(rows: list[dict], params: OasstEftParams) -> tuple[list[dict], lis
 
 
 def load_judgments(path: str | Path) -> list[dict]:
-    """Judgment rows written by `seed-data judge`: per group the replies, human ranks, message
+    """Judgment rows written by `seed-judge`: per group the replies, human ranks, message
     ids and the K raw judgments of each reply (validated with file:line errors)."""
     file, rows = str(path), []
     for line, obj in read_jsonl(path):
