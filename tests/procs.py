@@ -37,7 +37,7 @@ def kill_when(cmd: list[str], env: dict, ready: Callable[[], bool], timeout: flo
         proc.wait()
 
 
-# -- local OpenAI-compatible servers (endpoint judge, alpaca_eval annotator, seed-data judge) ----
+# -- local OpenAI-compatible servers (endpoint judge, alpaca_eval annotator, seed-judge) -----------
 
 class JsonHandler(BaseHTTPRequestHandler):
     """A quiet request handler with a JSON reply helper."""

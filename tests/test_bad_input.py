@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from selfreward.cli import main
-from selfreward.config.params import EngineParams, ResponsesParams
+from selfreward.config.params import EngineParams, Params, ResponsesParams
 from selfreward.core.shards import shard_dir
 
 JUDGMENT = {"id": "a", "prompt": "q", "responses": ["x", "y"], "scores": [[3.0], [1.0]],
@@ -122,9 +122,10 @@ def test_an_over_long_prompt_warns_once_with_the_count_and_is_in_the_metrics(
             {"id": "long2", "prompt": "other " * 300}]
     prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
     caplog.set_level(logging.WARNING)
-    metrics = run_responses(str(tiny_model), ResponsesParams(n=2, max_new_tokens=4),
-                            EngineParams(name="hf", max_model_len=96, shard_size=1),
-                            str(prompts), tmp_path / "r.jsonl", tmp_path / "m.json")
+    params = Params(responses=ResponsesParams(n=2, max_new_tokens=4),
+                    engine=EngineParams(name="hf", max_model_len=96, shard_size=1))
+    metrics = run_responses(params=params, model_dir=str(tiny_model), prompts_path=str(prompts),
+                            out_path=tmp_path / "r.jsonl", metrics_path=tmp_path / "m.json")
     warnings = [r.getMessage() for r in caplog.records if "longer than the context" in r.message]
     assert len(warnings) == 1 and warnings[0].startswith("2 of 3 prompts")
     assert metrics["engine_truncated_prompts"] == 2

@@ -1,6 +1,6 @@
-"""The optional benchmark stages (pipelines/benchmarks/dvc.yaml) exist only for the models listed
-in params: a plain `dvc repro`, which reads every dvc.yaml in the repository, must not need
-AlpacaEval's data, an annotator key or the hub on the default profile."""
+"""The optional external-evaluation stages (pipelines/external_evals/dvc.yaml) exist only for the
+models listed in params: a plain `dvc repro`, which reads every dvc.yaml in the repository, must
+not need AlpacaEval's data, an annotator key or the hub on the default profile."""
 
 from __future__ import annotations
 

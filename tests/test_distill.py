@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import build_tiny_model
 
-from selfreward.config.params import DistillParams, DpoParams
+from selfreward.config.params import BaseParams, DistillParams, DpoParams, Params
 from selfreward.core.models import load_model
 from selfreward.stages.dpo import run_dpo
 from selfreward.training.distill import token_kl
@@ -77,6 +77,12 @@ def dpo_params(weight: float, teacher: Path, **distill) -> DpoParams:
                      distill=DistillParams(weight=weight, teacher=str(teacher), **distill))
 
 
+def train_dpo(dpo: DpoParams, model, pairs, out: Path, metrics: Path, plot=None) -> dict:
+    """The dpo stage with these dpo params, saving in float32."""
+    return run_dpo(params=Params(dpo=dpo, base=BaseParams(dtype="float32")), model_dir=model,
+                   pairs_path=str(pairs), out_dir=out, metrics_path=metrics, plot_path=plot)
+
+
 @pytest.fixture(scope="module")
 def teacher_model(tmp_path_factory) -> Path:
     """Same tokenizer as tiny_model, other random weights."""
@@ -89,8 +95,8 @@ def test_teacher_equal_to_student_adds_nothing(tmp_path, tiny_model):
     teacher = shutil.copytree(tiny_model, tmp_path / "same")
     p = dpo_params(1.0, teacher)
     p.max_steps = 1
-    metrics = run_dpo(p, tiny_model, str(pairs), tmp_path / "m2", tmp_path / "m.json",
-                      tmp_path / "plot.csv", "float32")
+    metrics = train_dpo(p, tiny_model, pairs, tmp_path / "m2", tmp_path / "m.json",
+                        tmp_path / "plot.csv")
     assert metrics["distill_kl_last"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["final_loss"] == pytest.approx(metrics["distill_dpo_loss_last"], abs=1e-5)
     assert metrics["final_loss"] == pytest.approx(math.log(2), abs=1e-4)  # DPO at step 0
@@ -115,8 +121,7 @@ def test_logits_come_from_the_model_so_granite_logits_scaling_is_applied(tmp_pat
     pairs = write_pairs(tmp_path / "pairs.jsonl")
     p = dpo_params(1.0, teacher)
     p.max_steps = 1
-    metrics = run_dpo(p, student, str(pairs), tmp_path / "m2", tmp_path / "m.json", None,
-                      "float32")
+    metrics = train_dpo(p, student, pairs, tmp_path / "m2", tmp_path / "m.json")
     assert metrics["distill_kl_last"] == pytest.approx(0.0, abs=1e-6)
 
 
@@ -125,10 +130,10 @@ def test_distillation_pulls_the_student_to_the_teacher(tmp_path, tiny_model, tea
     plain DPO, and the logged loss is DPO + weight * KL."""
     pairs = str(write_pairs(tmp_path / "pairs.jsonl"))
     before = answer_kl(tiny_model, teacher_model)
-    plain = run_dpo(dpo_params(0.0, teacher_model), tiny_model, pairs, tmp_path / "plain",
-                    tmp_path / "plain.json", None, "float32")
-    distilled = run_dpo(dpo_params(2.0, teacher_model), tiny_model, pairs, tmp_path / "dist",
-                        tmp_path / "dist.json", tmp_path / "dist.csv", "float32")
+    plain = train_dpo(dpo_params(0.0, teacher_model), tiny_model, pairs, tmp_path / "plain",
+                      tmp_path / "plain.json")
+    distilled = train_dpo(dpo_params(2.0, teacher_model), tiny_model, pairs, tmp_path / "dist",
+                          tmp_path / "dist.json", tmp_path / "dist.csv")
     after_plain = answer_kl(tmp_path / "plain", teacher_model)
     after_dist = answer_kl(tmp_path / "dist", teacher_model)
     assert "distill_kl_mean" not in plain
@@ -149,7 +154,7 @@ def test_reverse_direction_and_temperature_run(tmp_path, tiny_model, teacher_mod
     pairs = str(write_pairs(tmp_path / "pairs.jsonl"))
     p = dpo_params(0.5, teacher_model, direction="reverse", temperature=2.0)
     p.max_steps = 2
-    metrics = run_dpo(p, tiny_model, pairs, tmp_path / "m2", tmp_path / "m.json", None, "float32")
+    metrics = train_dpo(p, tiny_model, pairs, tmp_path / "m2", tmp_path / "m.json")
     assert metrics["distill_kl_mean"] > 0 and metrics["steps"] == 2
     model, _ = load_model(tmp_path / "m2")
     assert model.num_parameters() > 0
@@ -225,8 +230,8 @@ def test_with_lora_the_kl_term_reaches_the_adapters(tmp_path, tiny_model, teache
     assert trainer._metrics["train"]["distill/kl"][-1] > 0
 
     p.distill.weight, p.max_steps = 1.0, 2
-    metrics = run_dpo(p, tiny_model, str(tmp_path / "pairs.jsonl"), tmp_path / "m2",
-                      tmp_path / "m.json", None, "float32")
+    metrics = train_dpo(p, tiny_model, tmp_path / "pairs.jsonl", tmp_path / "m2",
+                        tmp_path / "m.json")
     assert metrics["steps"] == 2 and metrics["distill_kl_mean"] > 0
     merged, _ = load_model(tmp_path / "m2")
     assert not any("lora" in n for n, _ in merged.named_parameters())

@@ -3,7 +3,7 @@
 import json
 import logging
 
-from selfreward.config.params import DpoParams
+from selfreward.config.params import BaseParams, DpoParams, Params
 from selfreward.stages.dpo import run_dpo
 
 
@@ -24,8 +24,9 @@ def test_pairs_dropped_and_truncated_by_max_length_are_counted(tmp_path, tiny_mo
     params = DpoParams(learning_rate=1e-3, final_learning_rate=1e-3, max_steps=1, batch_size=2,
                        max_length=64)
     caplog.set_level(logging.WARNING)
-    metrics = run_dpo(params, tiny_model, str(pairs), tmp_path / "m2", tmp_path / "dpo.json",
-                      None, "float32")
+    metrics = run_dpo(params=Params(dpo=params, base=BaseParams(dtype="float32")),
+                      model_dir=tiny_model, pairs_path=str(pairs), out_dir=tmp_path / "m2",
+                      metrics_path=tmp_path / "dpo.json")
     assert (metrics["pairs"], metrics["pairs_kept"], metrics["pairs_dropped_for_length"],
             metrics["pairs_truncated"]) == (4, 3, 1, 1)
     assert json.loads((tmp_path / "dpo.json").read_text())["pairs_kept"] == 3

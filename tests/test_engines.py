@@ -54,7 +54,7 @@ def test_nucleus_sampler_draws_only_from_hfs_nucleus(k):
     torch.manual_seed(0)
     logits = torch.randn(64, 1000) * 3
     allowed = _hf_nucleus(logits.clone(), 0.7, 0.9)
-    sampler = NucleusSampler(0.7, 0.9, k=k)
+    sampler = NucleusSampler(0.7, 0.9, candidates=k)
     for _ in range(20):
         out = sampler(None, logits.clone())
         token = out.argmax(-1)

@@ -31,10 +31,9 @@ from selfreward.evaluation.metrics import (
 )
 from selfreward.generation.engines import make_engine
 from selfreward.generation.engines.base import expected_score
-from selfreward.judge.agreement import load_preference_pairs
+from selfreward.judge.agreement import evaluate_judge, load_preference_pairs
 from selfreward.judge.pairwise import judge_both_orders, parse_winner
 from selfreward.judge.rubric import JUDGE_PREFIX, judge_messages
-from selfreward.stages.eval_judge import run_eval_judge
 from selfreward.stages.eval_model import run_eval_model
 from selfreward.stages.evaluate import run_evaluate
 
@@ -231,7 +230,8 @@ def test_eval_judge_uses_pipeline_judge(tiny_model, tmp_path, write_jsonl):
                                          "rejected": "no"} for r in EFT_ROWS[:3]])
     p = load_params(_params(tmp_path))
     out = tmp_path / "agree.json"
-    res = run_eval_judge(str(tiny_model), p, str(eft), str(pairs), str(out))
+    res = evaluate_judge(params=p, model_dir=str(tiny_model), eft_path=str(eft),
+                         pairs_path=str(pairs), out_path=str(out))
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))  # intervals: lists
     eft_m = res["eft"]
     assert eft_m["pairwise_pairs"] == 6 and eft_m["items"] == 6 and eft_m["scored"] == 6
@@ -257,9 +257,11 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
                                             for i, w in enumerate(["cats", "rain", "tea", "ice"])])
     eft = write_jsonl("eft.jsonl", EFT_ROWS)
     p = load_params(_params(tmp_path))
-    s1 = run_eval_model(str(tiny_model), p, str(prompts), str(eft), tmp_path / "ev1",
-                        str(tiny_model), tmp_path / "m1.json")
-    s2 = run_eval_model(str(other), p, str(prompts), str(eft), tmp_path / "ev2", str(tiny_model))
+    s1 = run_eval_model(params=p, model_dir=str(tiny_model), prompts_path=str(prompts),
+                        eft_path=str(eft), out_dir=tmp_path / "ev1", fixed_judge=str(tiny_model),
+                        metrics_path=tmp_path / "m1.json")
+    s2 = run_eval_model(params=p, model_dir=str(other), prompts_path=str(prompts),
+                        eft_path=str(eft), out_dir=tmp_path / "ev2", fixed_judge=str(tiny_model))
     answers = [json.loads(x) for x in (tmp_path / "ev1/answers.jsonl").read_text().splitlines()]
     assert s1["prompts"] == 3 and len(answers) == 3  # eval.max_prompts subset
     assert all(a["tokens"] <= 6 for a in answers)
@@ -288,9 +290,10 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
                                                          abs=1e-5)
 
     # iteration 2 shape: M_t (ev2) differs from M1 (ev1); the tiny M1 is the fixed judge
-    m = run_evaluate(p, "2", str(tmp_path / "ev2"), str(tmp_path / "ev2"), str(tmp_path / "ev1"),
-                     tmp_path / "verdicts.jsonl", tmp_path / "eval.json", str(tiny_model),
-                     frozen_judge=str(other))
+    m = run_evaluate(params=p, iteration="2", model_eval=str(tmp_path / "ev2"),
+                     next_eval=str(tmp_path / "ev2"), sft_eval=str(tmp_path / "ev1"),
+                     out_path=tmp_path / "verdicts.jsonl", metrics_path=tmp_path / "eval.json",
+                     judge_dir=str(tiny_model), frozen_judge=str(other))
     recs = [json.loads(x) for x in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
     assert len(recs) == 6 and {r["opponent"] for r in recs} == {"prev", "sft"}
     # M_t+1 against identical answers: both orders show the same chat, so the same slot wins

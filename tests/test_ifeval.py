@@ -22,9 +22,9 @@ from selfreward.evaluation.ifeval import (
     check_instruction,
     checkers,
     load_ifeval_prompts,
+    official_rows,
     score_response,
 )
-from selfreward.stages.ifeval import official_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TEAM_PROMPTS = ROOT / "data" / "seed" / "ifeval_prompts.jsonl"

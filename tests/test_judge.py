@@ -5,7 +5,8 @@ from fakes import ScriptedEngine
 
 from selfreward.config.params import EngineParams, JudgeParams
 from selfreward.generation.engines.base import Sampling
-from selfreward.judge.pointwise import judge_metrics, judge_rows, parse_score
+from selfreward.judge.pointwise import judge_metrics, judge_rows
+from selfreward.judge.scores import parse_score
 
 
 @pytest.mark.parametrize("text, score", [

@@ -15,8 +15,8 @@ import yaml
 
 from selfreward.config.errors import UserError
 from selfreward.config.params import LaunchParams, load_params
-from selfreward.core import launch
-from selfreward.core.launch import build_launch_command, maybe_relaunch
+from selfreward.training import launch
+from selfreward.training.launch import build_launch_command, maybe_relaunch
 
 ARGV = ["sft", "--model", "models/m0", "--out", "models/m1", "--metrics", "metrics/sft.json"]
 NO_ENV: dict[str, str] = {}

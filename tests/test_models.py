@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from selfreward.config.errors import UserError
-from selfreward.config.params import BaseParams
-from selfreward.stages.base import make_base
+from selfreward.config.params import BaseParams, Params
+from selfreward.stages.base import run_base
 
 
 def test_local_dir_base_is_saved_in_the_requested_dtype(tmp_path, tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    metrics = make_base(BaseParams(model=str(tiny_model), dtype="bfloat16"), tmp_path / "m0",
-                        tmp_path / "base.json")
+    metrics = run_base(params=Params(base=BaseParams(model=str(tiny_model), dtype="bfloat16")),
+                       out_dir=tmp_path / "m0", metrics_path=tmp_path / "base.json")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m0")
     assert model.dtype == torch.bfloat16
     tok = AutoTokenizer.from_pretrained(tmp_path / "m0")
@@ -26,10 +26,12 @@ def test_local_dir_base_is_saved_in_the_requested_dtype(tmp_path, tiny_model):
 def test_bad_base_model_is_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no config.json"):
-        make_base(BaseParams(model=str(tmp_path / "empty")), tmp_path / "m0", tmp_path / "b.json")
+        run_base(params=Params(base=BaseParams(model=str(tmp_path / "empty"))),
+                 out_dir=tmp_path / "m0", metrics_path=tmp_path / "b.json")
     with pytest.raises(UserError, match="GGUF file not found"):
-        make_base(BaseParams(model=str(tmp_path / "x.gguf")), tmp_path / "m0", tmp_path / "b.json")
-    assert not (tmp_path / "m0").exists()
+        run_base(params=Params(base=BaseParams(model=str(tmp_path / "x.gguf"))),
+                 out_dir=tmp_path / "m0", metrics_path=tmp_path / "b.json")
+    assert not (tmp_path / "m0").exists() and not (tmp_path / "b.json").exists()
 
 
 @pytest.mark.slow
@@ -37,7 +39,7 @@ def test_embedded_smollm2_converts_to_a_working_checkpoint(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "m0"
-    metrics = make_base(BaseParams(), out, tmp_path / "base.json")
+    metrics = run_base(params=Params(), out_dir=out, metrics_path=tmp_path / "base.json")
     assert 130e6 < metrics["parameters"] < 140e6 and metrics["checkpoint_mb"] < 300
     config = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in config and config["model_type"] == "llama"
@@ -76,7 +78,8 @@ def test_a_checkpoint_without_chat_template_gets_chatml_as_real_special_tokens(t
     from selfreward.core.models import CHATML_TOKENS, ensure_chat_template, load_model
 
     source = _model_without_chat_template(tmp_path / "plain")
-    metrics = make_base(BaseParams(model=str(source)), tmp_path / "m0", tmp_path / "base.json")
+    metrics = run_base(params=Params(base=BaseParams(model=str(source))), out_dir=tmp_path / "m0",
+                       metrics_path=tmp_path / "base.json")
     assert metrics["chat_template_tokens_added"] == list(CHATML_TOKENS)
     model, tok = load_model(tmp_path / "m0")
     ids = tok.apply_chat_template([{"role": "user", "content": "hello"}], tokenize=True,

@@ -95,7 +95,7 @@ def test_bad_export_exits_2_with_file_line_field_and_writes_nothing(tmp_path, li
                                                                       message):
     export = _bad(tmp_path, lineno, change)
     out, metrics = tmp_path / "out" / "ift.jsonl", tmp_path / "out" / "ift.json"
-    res = CliRunner().invoke(main, ["seed-data", "ift", "--params", str(tmp_path / "p.yaml"),
+    res = CliRunner().invoke(main, ["seed-ift", "--params", str(tmp_path / "p.yaml"),
                                     "--export", str(export), "--out", str(out),
                                     "--metrics", str(metrics)])
     assert res.exit_code == 2, res.output
@@ -118,7 +118,7 @@ def test_bad_export_stops_the_judge_command_too(tmp_path, lineno, change, messag
                    '{"role": "assistant", "content": "Hello"}]}\n')
     out.mkdir()
     (out / "judgments.jsonl").write_text("stale\n")
-    proc = subprocess.run([sys.executable, "-m", "selfreward.cli", "seed-data", "judge",
+    proc = subprocess.run([sys.executable, "-m", "selfreward.cli", "seed-judge",
                            "--params", str(tmp_path / "p.yaml"), "--export", str(export),
                            "--ift", str(ift), "--model", str(tmp_path / "no-model"),
                            "--out", str(out / "judgments.jsonl"),
@@ -147,7 +147,7 @@ def test_unreadable_files_exit_2(tmp_path, write, message):
     name = message.split(":")[0]
     path = tmp_path / name
     write(path)
-    res = CliRunner().invoke(main, ["seed-data", "ift", "--params", str(tmp_path / "p.yaml"),
+    res = CliRunner().invoke(main, ["seed-ift", "--params", str(tmp_path / "p.yaml"),
                                     "--export", str(path), "--out", str(tmp_path / "o.jsonl"),
                                     "--metrics", str(tmp_path / "m.json")])
     assert res.exit_code == 2 and message in res.output, res.output
@@ -169,7 +169,7 @@ def test_dataset_id_without_network_is_a_clear_exit_2(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on this machine; offline fails at once
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached copy to fall back on
-    res = CliRunner().invoke(main, ["seed-data", "ift", "--params", str(tmp_path / "p.yaml"),
+    res = CliRunner().invoke(main, ["seed-ift", "--params", str(tmp_path / "p.yaml"),
                                     "--export", "OpenAssistant/oasst1",
                                     "--out", str(tmp_path / "o.jsonl"),
                                     "--metrics", str(tmp_path / "m.json")])

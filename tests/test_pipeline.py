@@ -101,8 +101,8 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     ran = repro(repo)
     stages = run(repo, "dvc", "stage", "list", "--name-only").split()
     assert sorted(ran) == sorted(stages)
-    assert {"evaluate_base", "evaluate@1", "evaluate@2", "report"} <= set(stages)
-    assert {"evaluate_ifeval_base", "evaluate_ifeval_sft", "evaluate_ifeval@2"} <= set(stages)
+    assert {"eval_model@m0", "evaluate@1", "evaluate@2", "report"} <= set(stages)
+    assert {f"{stage}@m{k}" for stage in ("eval_model", "ifeval") for k in range(4)} <= set(stages)
     ifeval_m3 = json.loads((repo / "metrics/ifeval/models/m3.json").read_text())
     assert ifeval_m3["prompts"] == 6 and ifeval_m3["model"] == "models/m3"
     assert (repo / "reports" / "summary.md").exists()
@@ -156,14 +156,15 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     assert repro(repo) == []
 
     # judge.samples feeds judge@1 and everything that depends on its output; the evaluation
-    # stages read the judge params too (judge agreement) and depend on M2/M3.
+    # stages read the judge params too (judge agreement): eval_model of every model; IFEval of
+    # the new M2 and M3 only.
     set_param(repo, "judge", "samples", 3)
     ran = repro(repo)
     assert sorted(ran) == sorted([
         "judge@1", "pairs@1", "dpo@1",
         "prompts@2", "responses@2", "judge@2", "pairs@2", "dpo@2",
-        "evaluate_base", "evaluate_sft", "evaluate_model@1", "evaluate_model@2", "evaluate@1",
-        "evaluate@2", "evaluate_ifeval@1", "evaluate_ifeval@2", "report"])
+        "eval_model@m0", "eval_model@m1", "eval_model@m2", "eval_model@m3", "evaluate@1",
+        "evaluate@2", "ifeval@m2", "ifeval@m3", "report"])
 
     # Only sft reads sft.learning_rate: reproducing sft reruns it alone.
     set_param(repo, "sft", "learning_rate", 2e-3)

@@ -15,7 +15,7 @@ import yaml
 from fakes import ScriptedEngine
 from procs import kill_when, run_json
 
-from selfreward.config.params import EngineParams, JudgeParams, PromptsParams
+from selfreward.config.params import EngineParams, JudgeParams, Params, PromptsParams
 from selfreward.core.shards import (
     ShardStore,
     code_fingerprint,
@@ -159,8 +159,9 @@ def _run_judge(tmp_path, monkeypatch, params: JudgeParams, crash_at: int | None)
                                  for i in range(3)))
     out = tmp_path / "judgments.jsonl"
     try:
-        run_judge("no-model", params, EngineParams(shard_size=1), str(responses), out,
-                  tmp_path / "judge.json")
+        run_judge(params=Params(judge=params, engine=EngineParams(shard_size=1)),
+                  model_dir="no-model", responses_path=str(responses), out_path=out,
+                  metrics_path=tmp_path / "judge.json")
     except Crash:
         pass
     return calls, out
@@ -241,8 +242,10 @@ def test_a_packaged_template_edit_discards_prompt_rounds(tmp_path, monkeypatch, 
         engine.reply = lambda text, k, seed: f"Describe the colour number {len(text)} in detail."
         monkeypatch.setattr("selfreward.generation.engines.make_engine", lambda *a, **k: engine)
         try:
-            stage.run_prompts("no-model", params, EngineParams(shard_size=2), [str(seed)], out,
-                              tmp_path / "m.json")
+            stage.run_prompts(params=Params(prompts=params, engine=EngineParams(shard_size=2)),
+                              model_dir="no-model", seed_paths=[str(seed)],
+                              self_instruct_path=None, iteration="1", out_path=out,
+                              metrics_path=tmp_path / "m.json")
         except Crash:
             pass
         return calls

@@ -319,7 +319,7 @@ oasst:
 """)
     runner, out = CliRunner(), tmp_path / "out"
     read = {"ift": templates_read(lambda: runner.invoke(main, [
-        "seed-data", "ift", "--params", str(params), "--export", str(FIXTURE),
+        "seed-ift", "--params", str(params), "--export", str(FIXTURE),
         "--out", str(out / "ift.jsonl"), "--metrics", str(out / "ift.json")]))}
     assert [c.prompt[0]["content"] for c in load_ift(out / "ift.jsonl")] == [
         "What is the capital of France?", "What is 7 times 8?"]
@@ -327,7 +327,7 @@ oasst:
     assert ift_metrics == {**turns[1], "prompts_without_rank0_reply": 2, "ift_candidates": 6,
                            "ift_examples": 2}
     read["judge"] = templates_read(lambda: runner.invoke(main, [
-        "seed-data", "judge", "--params", str(params), "--export", str(FIXTURE),
+        "seed-judge", "--params", str(params), "--export", str(FIXTURE),
         "--ift", str(out / "ift.jsonl"), "--out", str(out / "judgments.jsonl"),
         "--metrics", str(out / "judge.json")]))
     assert len(srv.requests) == 13 * 3  # one request per reply and sample (2+2+4+3+2 replies)
@@ -336,7 +336,7 @@ oasst:
     assert judge["groups_judged"] == 5 and judge["judge"]["kind"] == "endpoint"
     assert judge["endpoint_usage"]["requests"] == 39
     read["eft"] = templates_read(lambda: runner.invoke(main, [
-        "seed-data", "eft", "--params", str(params), "--judgments", str(out / "judgments.jsonl"),
+        "seed-eft", "--params", str(params), "--judgments", str(out / "judgments.jsonl"),
         "--train", str(out / "train.jsonl"), "--eval", str(out / "eval.jsonl"),
         "--metrics", str(out / "eft.json"), "--hist", str(out / "hist.csv")]))
     # The only template the commands read is the judge's rubric (judge.template), which
@@ -361,19 +361,19 @@ oasst:
 
 
 def test_seed_sft_trains_on_ift_only_even_with_sft_self_instruct(tmp_path):
-    """seed_sft runs `sft --no-self-instruct`: the paper's SFT baseline never needs the
-    self-instruct messages, so it gets past that check to loading the model."""
+    """seed-sft is the paper's SFT baseline: it never needs the self-instruct messages, so with
+    sft.self_instruct on it gets past that check (which stops `sft`) to loading the model."""
     params, ift = tmp_path / "p.yaml", tmp_path / "ift.jsonl"
     params.write_text("sft: {self_instruct: true}\nself_instruct: {enabled: true}\n")
     ift.write_text('{"messages": [{"role": "user", "content": "Hi"}, '
                    '{"role": "assistant", "content": "Hello"}]}\n')
-    args = ["sft", "--params", str(params), "--model", str(tmp_path / "none"), "--ift", str(ift),
+    args = ["--params", str(params), "--model", str(tmp_path / "none"), "--ift", str(ift),
             "--out", str(tmp_path / "o"), "--metrics", str(tmp_path / "m.json")]
-    res = CliRunner().invoke(main, args)
+    res = CliRunner().invoke(main, ["sft", *args])
     assert res.exit_code == 2 and "--self-instruct FILE" in res.output
-    res = CliRunner().invoke(main, [*args, "--no-self-instruct"])
+    res = CliRunner().invoke(main, ["seed-sft", *args])
     assert res.exit_code == 2 and "not a model checkpoint" in res.output, res.output
-    assert "--no-self-instruct" in stage_cmd("seed_sft")
+    assert stage_cmd("seed_sft").startswith("selfreward seed-sft ")
 
 
 @pytest.mark.parametrize(("judge_yaml", "field", "message"), [
@@ -396,10 +396,10 @@ def test_endpoint_judge_errors_name_the_oasst_keys(tmp_path, monkeypatch, judge_
     ift = tmp_path / "ift.jsonl"
     out = tmp_path / "judgments.jsonl"
     runner = CliRunner()
-    assert runner.invoke(main, ["seed-data", "ift", "--params", str(good), "--export",
+    assert runner.invoke(main, ["seed-ift", "--params", str(good), "--export",
                                 str(FIXTURE), "--out", str(ift), "--metrics",
                                 str(tmp_path / "ift.json")]).exit_code == 0
-    result = runner.invoke(main, ["seed-data", "judge", "--params", str(params), "--export",
+    result = runner.invoke(main, ["seed-judge", "--params", str(params), "--export",
                                   str(FIXTURE), "--ift", str(ift), "--out", str(out),
                                   "--metrics", str(tmp_path / "judge.json")])
     assert result.exit_code == 2, result.output

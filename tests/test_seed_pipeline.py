@@ -101,7 +101,7 @@ def test_seed_stages_then_sft_in_dvc_repro(tmp_path, scripted_model):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert {f"{OUT}/ift.jsonl", f"{OUT}/eft_train.jsonl"} <= {d["path"] for d in
                                                             lock["sft"]["deps"]}
-    dry = run(repo, "dvc", "repro", "--dry", "evaluate_sft")
+    dry = run(repo, "dvc", "repro", "--dry", "eval_model@m1")
     assert f"--eft {OUT}/eft_eval.jsonl" in dry
     assert not list(repo.rglob("*.shards"))
 

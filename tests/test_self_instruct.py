@@ -15,7 +15,13 @@ from fakes import ScriptedEngine
 
 from selfreward.cli import main
 from selfreward.config.errors import UserError
-from selfreward.config.params import EngineParams, PromptsParams, SelfInstructParams, load_params
+from selfreward.config.params import (
+    EngineParams,
+    Params,
+    PromptsParams,
+    SelfInstructParams,
+    load_params,
+)
 from selfreward.data.filters import INSTANCE_DROPS, INSTRUCTION_REJECTIONS
 from selfreward.data.seed import load_ift, load_seed_tasks
 from selfreward.data.self_instruct_text import (
@@ -24,7 +30,7 @@ from selfreward.data.self_instruct_text import (
     parse_instructions,
 )
 from selfreward.generation import engines
-from selfreward.stages.prompts import run_prompts_from_tasks
+from selfreward.stages.prompts import run_prompts
 from selfreward.stages.self_instruct import run_self_instruct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,13 +148,14 @@ def fake_reply(text: str, k: int, seed: int) -> str:
     raise AssertionError(f"unexpected prompt: {text[:80]!r}")
 
 
-def _run(tmp_path, monkeypatch, seed_path, p: SelfInstructParams, engine=None):
+def _run(tmp_path, monkeypatch, seed_path, settings: SelfInstructParams, engine=None):
     engine = engine or ScriptedEngine(fake_reply)
     monkeypatch.setattr(engines, "make_engine", lambda *a, **k: engine)
     out = tmp_path / "si"
-    metrics = run_self_instruct("no-model", p, EngineParams(name="hf", shard_size=4),
-                                [str(seed_path)], out / "tasks.jsonl", out / "messages.jsonl",
-                                out / "metrics.json")
+    params = Params(self_instruct=settings, engine=EngineParams(name="hf", shard_size=4))
+    metrics = run_self_instruct(params=params, model_dir="no-model", seed_paths=[str(seed_path)],
+                                out_tasks=out / "tasks.jsonl", out_messages=out / "messages.jsonl",
+                                metrics_path=out / "metrics.json")
     return out, metrics, engine
 
 
@@ -233,11 +240,16 @@ def test_resume_after_a_crash_gives_the_same_output(tmp_path, monkeypatch):
 def test_prompts_stage_takes_disjoint_blocks_of_tasks(tmp_path, monkeypatch):
     out, _, _ = _run(tmp_path, monkeypatch, TEAM_SEED_TASKS,
                      SelfInstructParams(enabled=True, count=12, max_attempts=20))
-    p = PromptsParams(count=3, source="self_instruct")
+    params = Params(prompts=PromptsParams(count=3, source="self_instruct"))
+
+    def prompts_of(iteration: str, out_path: Path, metrics_path: Path) -> dict:
+        return run_prompts(params=params, model_dir="unread", seed_paths=[],
+                           self_instruct_path=out / "tasks.jsonl", iteration=iteration,
+                           out_path=out_path, metrics_path=metrics_path)
+
     blocks = []
     for t in ("1", "2"):
-        run_prompts_from_tasks(p, out / "tasks.jsonl", t, tmp_path / f"p{t}.jsonl",
-                               tmp_path / f"m{t}.json")
+        prompts_of(t, tmp_path / f"p{t}.jsonl", tmp_path / f"m{t}.json")
         blocks.append([json.loads(x) for x in (tmp_path / f"p{t}.jsonl").read_text().split("\n")
                        if x])
     assert [len(b) for b in blocks] == [3, 3]
@@ -245,9 +257,8 @@ def test_prompts_stage_takes_disjoint_blocks_of_tasks(tmp_path, monkeypatch):
     tasks = {t.id: t for t in load_seed_tasks(out / "tasks.jsonl")}
     assert all(r["prompt"].startswith(tasks[r["id"]].instruction) for b in blocks for r in b)
     with pytest.raises(UserError, match="raise self_instruct.count"):
-        run_prompts_from_tasks(p, out / "tasks.jsonl", "99", tmp_path / "p.jsonl",
-                               tmp_path / "m.json")
-    assert not (tmp_path / "p.jsonl").exists()
+        prompts_of("99", tmp_path / "p.jsonl", tmp_path / "m.json")
+    assert not (tmp_path / "p.jsonl").exists() and not (tmp_path / "m.json").exists()
 
 
 # --- the command: errors, the DVC switch --------------------------------------------------------
@@ -317,11 +328,12 @@ def test_embedded_model_runs_every_step_and_the_counts_add_up(tmp_path, seed):
     from selfreward.config.params import BaseParams
     from selfreward.core.io import write_jsonl as write_rows
     from selfreward.generation.engines import open_engine
-    from selfreward.stages.base import make_base
+    from selfreward.stages.base import run_base
     from selfreward.stages.self_instruct import self_instruct, task_messages
 
     model = tmp_path / "m0"
-    make_base(BaseParams(), model, tmp_path / "base.json")
+    run_base(params=Params(base=BaseParams()), out_dir=model,
+             metrics_path=tmp_path / "base.json")
     p = SelfInstructParams(enabled=True, count=6, max_attempts=4, max_new_tokens=96,
                            instance_max_new_tokens=64, temperature=0.7, top_p=0.9, seed=seed)
     seeds = load_seed_tasks(TEAM_SEED_TASKS)

@@ -14,7 +14,7 @@ from selfreward.config.errors import UserError
 from selfreward.config.params import JudgeDataParams, SftParams
 from selfreward.data.seed import load_eft, load_ift
 from selfreward.judge.rubric import JUDGE_PREFIX
-from selfreward.stages.sft import build_examples
+from selfreward.training.sft import build_examples
 from selfreward.training.sft_data import (
     check_lengths,
     eft_examples,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from selfreward.config.params import JudgeDataParams, SftParams
+from selfreward.config.params import BaseParams, JudgeDataParams, Params, SftParams
 from selfreward.core.models import load_model, save_checkpoint
 from selfreward.stages.sft import run_sft
 from selfreward.training.common import freeze_lower_layers
@@ -29,8 +29,9 @@ def _one_step(tmp_path: Path, model_dir: Path, dtype: str, lr: float = 1e-6) -> 
     p = SftParams(learning_rate=lr, final_learning_rate=lr, max_steps=1, batch_size=2,
                   max_length=256, precision="fp32", judge_data=JudgeDataParams())
     out = tmp_path / f"out-{dtype}"
-    return run_sft(p, model_dir, [str(ROOT / "data/seed/ift.jsonl")], [], out,
-                   tmp_path / f"{dtype}.json", None, dtype)
+    return run_sft(params=Params(sft=p, base=BaseParams(dtype=dtype)), model_dir=model_dir,
+                   ift_paths=[str(ROOT / "data/seed/ift.jsonl")], eft_paths=[],
+                   self_instruct_path=None, out_dir=out, metrics_path=tmp_path / f"{dtype}.json")
 
 
 def _changed(before: dict, after: dict) -> tuple[int, int]:

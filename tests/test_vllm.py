@@ -15,7 +15,7 @@ import pytest
 import yaml
 from procs import kill_when, run_json
 
-from selfreward.config.params import EngineParams, JudgeParams
+from selfreward.config.params import EngineParams, JudgeParams, Params
 from selfreward.core.shards import finished_shards
 from selfreward.stages.judge import run_judge
 
@@ -139,9 +139,10 @@ def test_logprob_judge_through_vllm_agrees_with_hf(work, responses, tmp_path):
         assert row["parsed"] == [1] * len(row["responses"])
 
     hf_out = tmp_path / "hf.jsonl"
-    run_judge(str(work / "model"), JudgeParams(mode="logprob"),
-              EngineParams(name="hf", dtype="float32", max_model_len=1024, shard_size=1),
-              str(responses[0]), hf_out, tmp_path / "hf.json")
+    hf = Params(judge=JudgeParams(mode="logprob"),
+                engine=EngineParams(name="hf", dtype="float32", max_model_len=1024, shard_size=1))
+    run_judge(params=hf, model_dir=str(work / "model"), responses_path=str(responses[0]),
+              out_path=hf_out, metrics_path=tmp_path / "hf.json")
     vllm_scores = [s[0] for row in rows for s in row["scores"]]
     hf_scores = [s[0] for row in _rows(hf_out) for s in row["scores"]]
     assert vllm_scores == pytest.approx(hf_scores, abs=2e-3)

@@ -236,10 +236,10 @@ class ResponsesParams(Section):
 
     @field_validator("n")
     @classmethod
-    def _pair(cls, n: int) -> int:
-        if n < 2:
+    def _pair(cls, count: int) -> int:
+        if count < 2:
             raise ValueError("need at least 2 candidates per prompt to form a pair")
-        return n
+        return count
 
 
 class JudgeParams(Section):
@@ -307,7 +307,7 @@ class IfevalParams(Section):
 
 
 class AlpacaEvalParams(Section):
-    """AlpacaEval 2.0 (pipelines/benchmarks/dvc.yaml): model_outputs.json and the annotator."""
+    """AlpacaEval 2.0 (pipelines/external_evals/dvc.yaml): model_outputs.json and the annotator."""
 
     prompts: str = Field("data/alpaca_eval/alpaca_eval.json", description="the 805 instructions")
     reference: str = Field("data/alpaca_eval/alpaca_eval_gpt4_baseline.json",
@@ -321,7 +321,7 @@ class AlpacaEvalParams(Section):
 
 
 class LmEvalParams(Section):
-    """`selfreward lm-eval` (pipelines/benchmarks/dvc.yaml): EleutherAI's harness on models/mN."""
+    """`selfreward lm-eval` (pipelines/external_evals/dvc.yaml): EleutherAI's harness on models/mN."""
 
     tasks: list[str] = Field(["ifeval", "arc_easy", "arc_challenge", "hellaswag", "mmlu"],
                              description="harness tasks")
@@ -530,3 +530,17 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except ValidationError as exc:
         lines = _key_lines(node) if node else {}
         raise from_validation_error(exc, Params, data, str(path), lines) from None
+
+
+def write_schema(out: str | None = None) -> str:
+    """The JSON schema of params.yaml: written atomically to `out` (then a line saying so), or
+    returned as text."""
+    import json
+
+    from ..core.io import write_json
+
+    schema = Params.model_json_schema()
+    if not out:
+        return json.dumps(schema, indent=2)
+    write_json(out, schema)
+    return f"params schema -> {out}"

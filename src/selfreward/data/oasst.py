@@ -248,14 +248,14 @@ def _positions(messages: list[Message]) -> dict[str, tuple[int, str] | None]:
     return where
 
 
-def _skip_reason(m: Message, lang: str) -> str | None:
-    if m.lang != lang:
+def _skip_reason(message: Message, lang: str) -> str | None:
+    if message.lang != lang:
         return "other_language"
-    if m.deleted:
+    if message.deleted:
         return "deleted"
-    if m.review_result is False:
+    if message.review_result is False:
         return "failed_review"
-    if not m.text.strip():
+    if not message.text.strip():
         return "empty_text"
     return None
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..config.errors import UserError
 from ..config.params import OasstEftParams
 from ..core.io import read_jsonl, require
-from ..judge.pointwise import parse_score, strip_score
+from ..judge.scores import parse_score, strip_score
 from .oasst import FirstTurn, prompt_key
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def _histogram(examples: list[dict]) -> list[int]:
     return [counts.get(d, 0) for d in range(6)]
 
 
-def build_eft(rows: list[dict], p: OasstEftParams) -> tuple[list[dict], list[dict], dict]:
+def build_eft(rows: list[dict], params: OasstEftParams) -> tuple[list[dict], list[dict], dict]:
     """EFT train and eval rows from judged groups: agreement filter, split by prompt group,
     rebalancing of the train split. Rows keep the human rank and every parsed judge score."""
     kept: list[list[dict]] = []
@@ -148,7 +148,7 @@ def build_eft(rows: list[dict], p: OasstEftParams) -> tuple[list[dict], list[dic
         if any(pick is None for pick in picks):
             unscored += 1
             continue
-        if not agrees(row["ranks"], [pick[1] for pick in picks], p.ties):
+        if not agrees(row["ranks"], [pick[1] for pick in picks], params.ties):
             disagreeing += 1
             continue
         kept.append([{"prompt": row["prompt"], "response": response, "justification": just,
@@ -158,17 +158,17 @@ def build_eft(rows: list[dict], p: OasstEftParams) -> tuple[list[dict], list[dic
                      in zip(row["responses"], picks, row["ranks"], row["message_ids"],
                             row["raw"])])
     counts = {"groups": len(rows), "groups_unscored": unscored,
-              "groups_disagreeing": disagreeing, "groups_agreeing": len(kept), "ties": p.ties}
+              "groups_disagreeing": disagreeing, "groups_agreeing": len(kept), "ties": params.ties}
     if len(kept) < 2:
         raise UserError(f"{len(kept)} of {len(rows)} judged prompt groups agree with the human "
                         f"ranking ({disagreeing} disagree, {unscored} have a reply without a "
                         "usable judgment); need 2 to split train/eval: judge more groups, use "
                         "a stronger judge, raise oasst.judge.max_new_tokens or set "
                         "oasst.eft.ties: allow")
-    held_out = split_groups([g[0]["group"] for g in kept], p.eval_fraction, p.seed)
+    held_out = split_groups([g[0]["group"] for g in kept], params.eval_fraction, params.seed)
     train_all = [e for g in kept if g[0]["group"] not in held_out for e in g]
     evaluation = [e for g in kept if g[0]["group"] in held_out for e in g]
-    train, rebalanced = rebalance(train_all, p.max_score_share, p.seed)
+    train, rebalanced = rebalance(train_all, params.max_score_share, params.seed)
     if not train:
         raise UserError(f"rebalancing removed every EFT-train example (all scored "
                         f"{rebalanced['rebalanced_score']}): raise oasst.eft.max_score_share")
@@ -182,7 +182,7 @@ def build_eft(rows: list[dict], p: OasstEftParams) -> tuple[list[dict], list[dic
 
 
 def load_judgments(path: str | Path) -> list[dict]:
-    """Judgment rows written by `seed-data judge`: per group the replies, human ranks, message
+    """Judgment rows written by `seed-judge`: per group the replies, human ranks, message
     ids and the K raw judgments of each reply (validated with file:line errors)."""
     file, rows = str(path), []
     for line, obj in read_jsonl(path):

@@ -37,9 +37,9 @@ def f_measure(lcs: int, len_a: int, len_b: int) -> float:
     return 0.0
 
 
-def rouge_l_f1(a: list[str], b: list[str]) -> float:
+def rouge_l_f1(first: list[str], second: list[str]) -> float:
     """ROUGE-L F1 between two token lists."""
-    return f_measure(LCSseq.similarity(a, b), len(a), len(b))
+    return f_measure(LCSseq.similarity(first, second), len(first), len(second))
 
 
 @cache

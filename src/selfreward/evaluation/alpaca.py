@@ -1,6 +1,6 @@
-"""AlpacaEval 2.0: a model's answers to the 805 AlpacaEval instructions as alpaca_eval's
-`model_outputs.json`, and the `alpaca_eval` annotator run on them (length-controlled win rate
-against GPT-4 Turbo, judged by GPT-4 Turbo through an OpenAI-compatible endpoint).
+"""AlpacaEval 2.0: the instructions, alpaca_eval's `model_outputs.json` records, and its
+annotator run on them (length-controlled win rate against GPT-4 Turbo, judged by GPT-4 Turbo
+through an OpenAI-compatible endpoint); stages alpaca_outputs and alpaca_eval run them.
 
 The annotator is alpaca_eval's own command in a child process. The API key goes to it only
 through that process's environment (never on a command line, in a file, a log or a metric).
@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 from ..config.errors import UserError
-from ..config.params import AlpacaEvalParams, Params
-from ..core.io import atomic_file, remove_outputs, write_json
-from ..generation.engines import Sampling, open_engine
+from ..config.params import AlpacaEvalParams
+from ..core.io import atomic_file
 from ..report.paper import PAPER_WIN_RATE
 
 log = logging.getLogger(__name__)
@@ -69,24 +68,12 @@ def model_outputs(rows: list[dict], answers: list[str], generator: str) -> list[
              "dataset": r.get("dataset", "alpaca_eval")} for r, a in zip(rows, answers)]
 
 
-def run_alpaca_outputs(model_dir: str, params: Params, prompts_path: str | None,
-                       out_path: str | Path, generator: str | None = None) -> int:
-    """Greedy answers of `model_dir` to the AlpacaEval instructions, as model_outputs.json."""
-    p = params.alpaca_eval
-    rows = load_alpaca_rows(prompts_path or p.prompts)
-    if p.max_prompts:
-        rows = rows[:p.max_prompts]
-    generator = generator or f"selfreward-{Path(model_dir).name}"
-    remove_outputs(out_path)
-    with open_engine(model_dir, params.engine, seed=0) as engine:
-        chats = [[{"role": "user", "content": r["instruction"]}] for r in rows]
-        answers = [o[0].strip() for o in engine.generate(chats, Sampling(
-            n=1, temperature=0.0, max_new_tokens=p.max_new_tokens, seed=0))]
-    with atomic_file(out_path) as fh:
-        json.dump(model_outputs(rows, answers, generator), fh, ensure_ascii=False, indent=2)
+def write_alpaca_json(path: str | Path, records: list[dict]) -> None:
+    """Records as the JSON list alpaca_eval reads (model_outputs.json, the instructions),
+    written atomically."""
+    with atomic_file(path) as fh:
+        json.dump(records, fh, ensure_ascii=False, indent=2)
         fh.write("\n")
-    log.info("alpaca_eval outputs: %d answers of %s -> %s", len(rows), generator, out_path)
-    return len(rows)
 
 
 def download_alpaca_data(out_dir: str | Path, revision: str | None = None) -> list[Path]:
@@ -103,21 +90,18 @@ def download_alpaca_data(out_dir: str | Path, revision: str | None = None) -> li
         except (OSError, ValueError) as exc:
             raise UserError(f"could not download {name} of {HUB_DATASET} ({type(exc).__name__}: "
                             f"{exc}); copy the file into {out_dir} instead") from None
-        rows = load_alpaca_rows(cached)
         target = Path(out_dir) / name
-        with atomic_file(target) as fh:
-            json.dump(rows, fh, ensure_ascii=False, indent=2)
-            fh.write("\n")
+        write_alpaca_json(target, load_alpaca_rows(cached))
         out.append(target)
     return out
 
 
-def annotator_command(p: AlpacaEvalParams, model_outputs_path: str, reference_path: str,
+def annotator_command(params: AlpacaEvalParams, model_outputs_path: str, reference_path: str,
                       out_dir: str) -> list[str]:
     """The alpaca_eval command line (no secret on it)."""
     return [sys.executable, "-m", "alpaca_eval.main", "evaluate",
             "--model_outputs", model_outputs_path, "--reference_outputs", reference_path,
-            "--annotators_config", p.annotator, "--output_path", out_dir,
+            "--annotators_config", params.annotator, "--output_path", out_dir,
             "--precomputed_leaderboard", "None", "--is_cache_leaderboard", "False",
             # the annotation cache and the LC model's weights: in the output dir / nowhere,
             # not inside the installed package
@@ -125,19 +109,19 @@ def annotator_command(p: AlpacaEvalParams, model_outputs_path: str, reference_pa
             "--metric_kwargs", "{'save_weights_dir': None}"]
 
 
-def annotator_env(p: AlpacaEvalParams) -> dict[str, str]:
-    """The child's environment: the key from p.api_key_env under the name the openai client
+def annotator_env(params: AlpacaEvalParams) -> dict[str, str]:
+    """The child's environment: the key from params.api_key_env under the name the openai client
     reads, the endpoint when one is set."""
-    key = os.environ.get(p.api_key_env)
+    key = os.environ.get(params.api_key_env)
     if not key:
-        raise UserError(f"environment variable {p.api_key_env} (the annotator's API key) is not "
-                        "set: export it to run the AlpacaEval annotator",
+        raise UserError(f"environment variable {params.api_key_env} (the annotator's API key) is "
+                        "not set: export it to run the AlpacaEval annotator",
                         field="alpaca_eval.api_key_env")
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEYS",)}
     env["OPENAI_API_KEY"] = key
     env["IS_ALPACA_EVAL_2"] = "True"
-    if p.base_url:
-        env["OPENAI_BASE_URL"] = env["OPENAI_API_BASE"] = p.base_url
+    if params.base_url:
+        env["OPENAI_BASE_URL"] = env["OPENAI_API_BASE"] = params.base_url
     return env
 
 
@@ -159,32 +143,26 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-def run_alpaca_annotate(params: Params, model_outputs_path: str, reference_path: str | None,
-                        out_dir: str | Path, metrics_path: str | Path) -> dict:
-    """Run alpaca_eval's annotator; record win rate and LC win rate (with the paper's figures)."""
-    p = params.alpaca_eval
-    reference_path = reference_path or p.reference
+def annotate(params: AlpacaEvalParams, model_outputs_path: str | Path,
+             reference_path: str | Path, out_dir: str | Path) -> dict:
+    """Run alpaca_eval's annotator into `out_dir` (which must exist); its win rate and LC win
+    rate for the generator of `model_outputs_path`, next to the paper's win rate."""
     outputs = load_alpaca_rows(model_outputs_path, "--model-outputs")
     load_alpaca_rows(reference_path, "alpaca_eval.reference")
     generator = outputs[0].get("generator") or "model"
-    env = annotator_env(p)
-    remove_outputs(out_dir, metrics_path)
-    Path(out_dir).mkdir(parents=True)
-    cmd = annotator_command(p, str(model_outputs_path), str(reference_path), str(out_dir))
+    env = annotator_env(params)
+    cmd = annotator_command(params, str(model_outputs_path), str(reference_path), str(out_dir))
     log.info("alpaca_eval: %s", " ".join(cmd))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        remove_outputs(out_dir)
         tail = (done.stderr or done.stdout)[-2000:].replace(env["OPENAI_API_KEY"], "***")
         raise UserError(f"alpaca_eval failed (exit {done.returncode}):\n{tail}")
-    row = _leaderboard_row(Path(out_dir), p.annotator, generator)
+    row = _leaderboard_row(Path(out_dir), params.annotator, generator)
     label = generator.rsplit("-", 1)[-1].upper()
-    metrics = {"generator": generator, "annotator": p.annotator,
-               "endpoint": p.base_url or "openai", "instances": len(outputs),
-               "win_rate": _number(row.get("win_rate")),
-               "length_controlled_winrate": _number(row.get("length_controlled_winrate")),
-               "standard_error": _number(row.get("standard_error")),
-               "avg_length": _number(row.get("avg_length")),
-               "paper_win_rate": PAPER_WIN_RATE.get(label)}
-    write_json(metrics_path, metrics)
-    return metrics
+    return {"generator": generator, "annotator": params.annotator,
+            "endpoint": params.base_url or "openai", "instances": len(outputs),
+            "win_rate": _number(row.get("win_rate")),
+            "length_controlled_winrate": _number(row.get("length_controlled_winrate")),
+            "standard_error": _number(row.get("standard_error")),
+            "avg_length": _number(row.get("avg_length")),
+            "paper_win_rate": PAPER_WIN_RATE.get(label)}

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..config.errors import UserError
-from ..core.io import read_jsonl, require
+from ..core.io import read_jsonl, remove_outputs, require, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ OFFICIAL_HINT = (
     "instruction_following_eval; on a machine with network run `selfreward ifeval-data --out "
     "data/ifeval/input_data.jsonl` (Hugging Face dataset google/IFEval), or `dvc import-url` the "
     "file (docs/evaluation.md, section IFEval), then point ifeval.prompts at it")
+OFFICIAL_DATASET = "google/IFEval"
 LEVELS = ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict",
           "instruction_level_loose")
 
@@ -199,3 +200,34 @@ def aggregate(rows: list[dict], verdicts: list[dict], *, samples: int = 1000,
         k: {"n": c["n"], "strict": round(c["strict"] / c["n"], 4),
             "loose": round(c["loose"] / c["n"], 4)} for k, c in sorted(per_type.items())}
     return out
+
+
+def official_rows(dataset) -> list[dict]:
+    """google/IFEval rows as input_data.jsonl rows: the Arrow table gives every kwargs object
+    every key, with null where an instruction does not take it; those nulls are dropped."""
+    out = []
+    for row in dataset:
+        out.append({"key": int(row["key"]), "prompt": row["prompt"],
+                    "instruction_id_list": list(row["instruction_id_list"]),
+                    "kwargs": [{k: v for k, v in kw.items() if v is not None}
+                               for kw in row["kwargs"]]})
+    return out
+
+
+def download_official(out_path: str | Path, revision: str | None = None) -> int:
+    """`selfreward ifeval-data`: write the official IFEval prompts (Hugging Face dataset
+    google/IFEval, needs the network); returns the number of prompts."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(OFFICIAL_DATASET, split="train", revision=revision)
+    except (OSError, ValueError) as exc:  # offline (ConnectionError), not found: say what to do
+        raise UserError(f"could not load {OFFICIAL_DATASET} ({type(exc).__name__}: {exc}); on a "
+                        "machine without the hub copy input_data.jsonl there instead") from None
+    count = write_jsonl(out_path, official_rows(dataset))
+    try:
+        load_ifeval_prompts(out_path)  # every row must pass the checker registry
+    except UserError:
+        remove_outputs(out_path)
+        raise
+    return count

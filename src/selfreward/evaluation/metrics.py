@@ -14,8 +14,8 @@ Score = float | None  # a model score; None = the judge gave no parseable score
 OUTCOMES = ("agree", "disagree", "tie", "unscored")
 
 
-def _round(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else round(x, digits)
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def compare(preferred: Score, other: Score) -> str:
@@ -103,31 +103,31 @@ def rankdata(values: Sequence[float]) -> list[float]:
     return ranks
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Pearson correlation; None when fewer than 2 items or either side is constant."""
-    if len(x) < 2:
+    if len(xs) < 2:
         return None
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(xs, ys))
+    sxx = sum((a - mx) ** 2 for a in xs)
+    syy = sum((b - my) ** 2 for b in ys)
     if sxx == 0 or syy == 0:
         return None
     return sxy / math.sqrt(sxx * syy)
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Spearman's rho with tie correction (Pearson correlation of average ranks)."""
-    return pearson(rankdata(x), rankdata(y))
+    return pearson(rankdata(xs), rankdata(ys))
 
 
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
+def kendall_tau_b(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Kendall's tau-b: (concordant - discordant) / sqrt of the pairs untied in x and in y."""
-    n = len(x)
+    n = len(xs)
     concordant = discordant = tied_x = tied_y = 0
     for i in range(n):
         for j in range(i + 1, n):
-            dx, dy = x[i] - x[j], y[i] - y[j]
+            dx, dy = xs[i] - xs[j], ys[i] - ys[j]
             if dx == 0 and dy == 0:
                 continue
             if dx == 0:
@@ -187,8 +187,8 @@ def win_rates(outcomes: Sequence[str]) -> dict:
         raise ValueError(f"unknown outcomes: {sorted(unknown)}")
     n = len(outcomes)
 
-    def pct(k: str) -> float | None:
-        return round(100 * counts[k] / n, 2) if n else None
+    def pct(key: str) -> float | None:
+        return round(100 * counts[key] / n, 2) if n else None
 
     return {"n": n, "win": counts["win"], "tie": counts["tie"], "loss": counts["loss"],
             "win_pct": pct("win"), "tie_pct": pct("tie"), "loss_pct": pct("loss"),
@@ -213,13 +213,14 @@ POSITION_BIAS_MARGIN = 0.2  # a first-slot rate outside 0.5 +- this is reported 
 MAX_FLIP_RATE = 0.8  # verdicts that follow the slot, not the answer, in more pairs than this
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+def wilson_interval(successes: int, trials: int, z_score: float = 1.96) -> list[float] | None:
     """95 % Wilson score interval of a proportion (well-behaved at 0 and 1 and for small n)."""
-    if n <= 0:
+    if trials <= 0:
         return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    p, z2 = successes / trials, z_score * z_score
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = (z_score * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+            / (1 + z2 / trials))
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
@@ -306,15 +307,15 @@ def score_spread(scores: Sequence[float | None]) -> dict:
             "bins_used": len(hist), **{f"hist_{d}": hist.get(d, 0) for d in range(6)}}
 
 
-def derangement(n: int, seed: int = 0) -> list[int]:
+def derangement(size: int, seed: int = 0) -> list[int]:
     """A seeded permutation with no fixed point (one random cycle): item i -> result[i] != i."""
-    if n < 2:
-        return list(range(n))
-    order = list(range(n))
+    if size < 2:
+        return list(range(size))
+    order = list(range(size))
     random.Random(seed).shuffle(order)
-    out = [0] * n
-    for k in range(n):
-        out[order[k]] = order[(k + 1) % n]
+    out = [0] * size
+    for k in range(size):
+        out[order[k]] = order[(k + 1) % size]
     return out
 
 

@@ -2,17 +2,19 @@
 answer to the prompt vs an answer to another prompt), and accuracy on any preference-pair file.
 
 All scoring goes through the loop's own `judge_rows`, so what is measured is the judge the
-self-rewarding loop uses (same template, same mode, same engine).
+self-rewarding loop uses (same template, same mode, same engine). `evaluate_judge` is the entry
+of `selfreward eval-judge` (a command a person runs, not a DVC stage).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from ..config.errors import UserError
-from ..config.params import JudgeParams
-from ..core.io import read_jsonl, read_text
-from ..data.seed import JudgeExample
+from ..config.params import JudgeParams, Params
+from ..core.io import read_jsonl, read_text, remove_outputs, write_json
+from ..data.seed import JudgeExample, load_eft
 from ..evaluation.metrics import (
     derangement,
     grouped_accuracy_ci,
@@ -21,6 +23,7 @@ from ..evaluation.metrics import (
     score_spread,
     wilson_interval,
 )
+from ..generation.engines import open_engine
 from .pointwise import score_with_judge
 
 RELEVANT_SCORE = 3  # EFT answers at least this good stand in as "an answer to the prompt"
@@ -131,3 +134,35 @@ def pairs_agreement(engine, pairs: list[dict], judge_params: JudgeParams, shard_
                              [[pair["chosen"], pair["rejected"]] for pair in pairs], judge_params,
                              shard_size, shards_for)
     return relevance_metrics([(m[0], m[1]) for m in means])
+
+
+def evaluate_judge(*, params: Params, model_dir: str, eft_path: str | None,
+                   pairs_path: str | None, out_path: str | None) -> dict:
+    """A model's agreement as a judge (params judge, engine) with an EFT file (plus the
+    relevance check built from it) and/or a preference-pairs file; written to `out_path` when
+    given."""
+    if not eft_path and not pairs_path:
+        raise UserError("give --eft FILE and/or --pairs FILE")
+    examples = load_eft(eft_path) if eft_path else None
+    pairs = load_preference_pairs(pairs_path) if pairs_path else None
+    if out_path:
+        remove_outputs(out_path)
+    result: dict = {"model": model_dir, "judge_mode": params.judge.mode}
+    shard_size, seed = params.engine.shard_size, params.eval.seed
+    with (open_engine(model_dir, params.engine, seed=params.judge.seed) as engine,
+          tempfile.TemporaryDirectory(prefix="selfreward-eval-judge-") as tmp):
+        if examples is not None:
+            result["eft"], _ = eft_agreement(engine, examples, params.judge, shard_size,
+                                             Path(tmp) / "eft", seed)
+            items = eft_relevance_items(examples, seed)
+            if items:
+                result["eft_relevance"], _ = relevance_check(
+                    engine, items, params.judge, shard_size, Path(tmp) / "relevance")
+            result["eft_file"] = eft_path
+        if pairs is not None:
+            result["pairs"] = pairs_agreement(engine, pairs, params.judge, shard_size,
+                                              Path(tmp) / "pairs")
+            result["pairs_file"] = pairs_path
+    if out_path:
+        write_json(out_path, result)
+    return result

@@ -10,8 +10,9 @@ from ..config.params import Params
 from ..core.shards import model_fingerprint
 from ..generation.engines import open_engine
 from .endpoint import ChatEndpoint
-from .pointwise import parse_score, score_with_judge
+from .pointwise import score_with_judge
 from .rubric import judge_messages, judge_template
+from .scores import parse_score
 
 
 def make_endpoint(params: Params) -> ChatEndpoint:

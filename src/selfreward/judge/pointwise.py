@@ -7,7 +7,6 @@ forward pass ending in "Score: ", expected value of P(0..5): continuous, never u
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -19,26 +18,7 @@ from ..core.shards import finish, item_seed, run_sharded, shard_key
 from ..evaluation.metrics import score_spread
 from ..generation.engines import Sampling, expected_score
 from .rubric import JUDGE_PREFIX, judge_messages, judge_template
-
-# \b: "Underscore: 2" holds no score.
-_SCORE = re.compile(r"\bscore\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)(?!\d)", re.IGNORECASE)
-
-
-def parse_score(text: str) -> float | None:
-    """The last `Score: n` in a judgment, if it lies in 0..5; otherwise None (unparseable)."""
-    matches = _SCORE.findall(text)
-    if not matches:
-        return None
-    value = float(matches[-1])
-    return value if 0 <= value <= 5 else None
-
-
-def strip_score(text: str) -> str:
-    """A judgment without the last `Score: n` that parse_score reads: its justification."""
-    found = list(_SCORE.finditer(text))
-    if not found:
-        return text.strip()
-    return (text[:found[-1].start()] + text[found[-1].end():]).strip()
+from .scores import parse_score
 
 
 def load_responses(path: str) -> list[dict]:
@@ -63,7 +43,7 @@ def judge_rows(engine, rows: list[dict], params: JudgeParams, shard_size: int,
 
     rubric = judge_template(params.template)
 
-    def judge_shard(chunk: list[dict], k: int) -> list[dict]:
+    def judge_shard(chunk: list[dict], index: int) -> list[dict]:
         flat = [(i, response) for i, row in enumerate(chunk) for response in row["responses"]]
         chats = [judge_messages(chunk[i]["prompt"], response, rubric) for i, response in flat]
         scores: list[list[float | None]]
@@ -75,7 +55,7 @@ def judge_rows(engine, rows: list[dict], params: JudgeParams, shard_size: int,
             raw = engine.generate(chats, Sampling(
                 n=params.samples, temperature=params.temperature, top_p=params.top_p,
                 max_new_tokens=params.max_new_tokens,
-                seed=item_seed(params.seed, k))) if chats else []
+                seed=item_seed(params.seed, index))) if chats else []
             scores = [[parse_score(text) for text in texts] for texts in raw]
         out, pos = [], 0
         for row in chunk:

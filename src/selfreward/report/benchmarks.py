@@ -51,8 +51,8 @@ def ifeval_rows(metrics_dir: str | Path) -> list[dict]:
     """One row per model with IFEval metrics: the four accuracies and the strict interval."""
     rows = []
     for k, m in _load_all(Path(metrics_dir) / "ifeval"):
-        def acc(level: str, m=m):
-            return (m.get(level) or {}).get("accuracy")
+        def acc(level: str, metrics: dict = m):
+            return (metrics.get(level) or {}).get("accuracy")
 
         ci = (m.get("prompt_level_strict") or {}).get("ci95") or [None, None]
         rows.append({"model": k, "prompt_level_strict": acc("prompt_level_strict"),
@@ -97,7 +97,7 @@ def benchmarks_markdown(ifeval: list[dict], alpaca: list[tuple[int, dict]],
         if chart:
             lines += ["", f"![ifeval]({chart})"]
     else:
-        lines.append("No IFEval metrics yet (stages `evaluate_ifeval*`).")
+        lines.append("No IFEval metrics yet (stages `ifeval@<model>`).")
     lines += ["", "### AlpacaEval 2.0 (vs GPT-4 Turbo)", ""]
     if alpaca:
         lines += _table(["model", "win rate %", "LC win rate %", "paper win rate %", "annotator"],

@@ -42,9 +42,9 @@ def draw_charts(its: list[dict], models: list[dict], out_dir: Path) -> list[str]
         ax.grid(alpha=0.3)
         return fig, ax
 
-    def series(ax, x, rows, key, label, lo=None, hi=None, **kw) -> bool:
+    def series(ax, xs, rows, key, label, lo=None, hi=None, **kw) -> bool:
         pts = [(xi, r[key], r.get(lo) if lo else None, r.get(hi) if hi else None)
-               for xi, r in zip(x, rows) if r.get(key) is not None]
+               for xi, r in zip(xs, rows) if r.get(key) is not None]
         if not pts:
             return False
         px, py = [p[0] for p in pts], [p[1] for p in pts]

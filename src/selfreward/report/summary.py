@@ -88,16 +88,16 @@ def collect_models(metrics_dir: str | Path) -> dict[int, dict]:
     return dict(sorted(found.items()))
 
 
-def _get(d, *keys, default=None):
+def _get(data, *keys, default=None):
     for k in keys:
-        if not isinstance(d, dict) or k not in d:
+        if not isinstance(data, dict) or k not in data:
             return default
-        d = d[k]
-    return d
+        data = data[k]
+    return data
 
 
-def _ci(d, key: str = "ci", index: int = 0):
-    ci = _get(d, key)
+def _ci(data, key: str = "ci", index: int = 0):
+    ci = _get(data, key)
     return ci[index] if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
 
 
@@ -191,12 +191,12 @@ def _interval(value, low, high, pct: bool = False, signed: bool = False) -> str:
     if value is None:
         return DASH
 
-    def f(x: float) -> str:
-        return f"{100 * x:.1f}" if pct else f"{x:+.3f}" if signed else f"{x:.3f}"
+    def number_text(number: float) -> str:
+        return f"{100 * number:.1f}" if pct else f"{number:+.3f}" if signed else f"{number:.3f}"
 
     if low is None or high is None:
-        return f(value)
-    return f"{f(value)} [{f(low)}, {f(high)}]"
+        return number_text(value)
+    return f"{number_text(value)} [{number_text(low)}, {number_text(high)}]"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -323,11 +323,11 @@ def sft_text(sft: dict) -> str:
             f"{_fmt(upd.get('relative_update'))}).")
 
 
-def _csv_value(v) -> str:
-    return "" if v is None else str(v)
+def _csv_value(value) -> str:
+    return "" if value is None else str(value)
 
 
-def run_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | Path) -> Path:
+def write_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | Path) -> Path:
     """Write <out_dir>/summary.md and charts, and <plots_dir>/{iterations,models}.csv."""
     out, plots = Path(out_dir), Path(plots_dir)
     sft = _load(Path(metrics_dir) / "sft.json")
@@ -349,4 +349,4 @@ def run_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | Pa
     return summary
 
 
-__all__ = ["CHARTS", "collect", "collect_models", "iteration_rows", "model_rows", "run_report"]
+__all__ = ["CHARTS", "collect", "collect_models", "iteration_rows", "model_rows", "write_report"]

@@ -10,9 +10,10 @@ import logging
 from pathlib import Path
 
 from ..config.errors import UserError
-from ..config.params import DpoParams
-from ..core.io import read_jsonl, remove_outputs, require
+from ..config.params import Params
+from ..core.io import read_jsonl, require
 from ..core.models import load_model
+from ..core.outputs import stage_outputs
 from ..core.shards import fingerprint, model_fingerprint
 from ..training.common import (
     finish_training,
@@ -55,52 +56,59 @@ def pair_counts(pairs: int, dataset, max_length: int | None) -> dict:
             "pairs_dropped_for_length": pairs - len(dataset), "pairs_truncated": truncated}
 
 
-def run_dpo(params: DpoParams, model_dir: str | Path, pairs_path: str, out_dir: str | Path,
-            metrics_path: str | Path, plot_path: str | Path | None, dtype: str) -> dict:
-    """Train M_t+1 from M_t with DPO; the frozen reference is a copy of M_t."""
+def run_dpo(*, params: Params, model_dir: str | Path, pairs_path: str, out_dir: str | Path,
+            metrics_path: str | Path, plot_path: str | Path | None = None) -> dict:
+    """Train M_t+1 from M_t with DPO on the pairs (params dpo, base.dtype); the frozen reference
+    is a copy of M_t. The training process writes the metrics (the main rank alone)."""
+    with stage_outputs(out_dir, metrics_path, plot_path):
+        return train_dpo(params, model_dir, pairs_path, out_dir, metrics_path, plot_path)
+
+
+def train_dpo(params: Params, model_dir: str | Path, pairs_path: str, out_dir: str | Path,
+              metrics_path: str | Path, plot_path: str | Path | None) -> dict:
+    """The DPO run of `run_dpo`, inside its output contract."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    remove_outputs(out_dir, metrics_path)
+    dpo = params.dpo
     rows = load_pairs(pairs_path)
-    distill = params.distill.weight > 0
-    key = fingerprint(params, model_fingerprint(model_dir), rows,
-                      model_fingerprint(params.distill.teacher) if distill else None)
-    model, tok = load_model(model_dir, dtype="float32", for_training=True)
-    teacher = load_teacher(params.distill, tok) if distill else None
-    peft_config, trainable = trainable_setup(model, params, "dpo")
+    distill = dpo.distill.weight > 0
+    key = fingerprint(dpo, model_fingerprint(model_dir), rows,
+                      model_fingerprint(dpo.distill.teacher) if distill else None)
+    model, tokenizer = load_model(model_dir, dtype="float32", for_training=True)
+    teacher = load_teacher(dpo.distill, tokenizer) if distill else None
+    peft_config, trainable = trainable_setup(model, dpo, "dpo")
     ref = None
-    if not params.lora.enabled:  # with LoRA, TRL uses the adapter-disabled base as reference
+    if not dpo.lora.enabled:  # with LoRA, TRL uses the adapter-disabled base as reference
         ref, _ = load_model(model_dir, dtype="float32")
-    with training_workdir(params, out_dir, key) as (workdir, resume):
-        config = DPOConfig(**trainer_kwargs(params, workdir), beta=params.beta,
-                           loss_type=params.loss_type,
-                           max_length=params.max_length, dataset_num_proc=None)
+    with training_workdir(dpo, out_dir, key) as (workdir, resume):
+        config = DPOConfig(**trainer_kwargs(dpo, workdir), beta=dpo.beta,
+                           loss_type=dpo.loss_type,
+                           max_length=dpo.max_length, dataset_num_proc=None)
         kwargs = {"model": model, "ref_model": ref, "args": config,
-                  "train_dataset": Dataset.from_list(rows), "processing_class": tok,
+                  "train_dataset": Dataset.from_list(rows), "processing_class": tokenizer,
                   "peft_config": peft_config}
         if distill:
-            trainer = distill_trainer(teacher, params.distill, **kwargs)
+            trainer = distill_trainer(teacher, dpo.distill, **kwargs)
             log.info("DPO + distillation on %d pairs (beta=%s, KL weight %s to %s)", len(rows),
-                     params.beta, params.distill.weight, params.distill.teacher)
+                     dpo.beta, dpo.distill.weight, dpo.distill.teacher)
         else:
             trainer = DPOTrainer(**kwargs)
-            log.info("DPO on %d pairs (beta=%s)", len(rows), params.beta)
-        counts = pair_counts(len(rows), trainer.train_dataset, params.max_length)
+            log.info("DPO on %d pairs (beta=%s)", len(rows), dpo.beta)
+        counts = pair_counts(len(rows), trainer.train_dataset, dpo.max_length)
         if counts["pairs_dropped_for_length"] or counts["pairs_truncated"]:
             log.warning("dpo: of %d pairs, %d dropped (prompt alone >= dpo.max_length %d) and "
                         "%d truncated (answer cut at dpo.max_length)", len(rows),
-                        counts["pairs_dropped_for_length"], params.max_length,
+                        counts["pairs_dropped_for_length"], dpo.max_length,
                         counts["pairs_truncated"])
         if not counts["pairs_kept"]:
-            raise UserError(f"every prompt is at least dpo.max_length={params.max_length} tokens: "
+            raise UserError(f"every prompt is at least dpo.max_length={dpo.max_length} tokens: "
                             "no pair is left to train on; raise dpo.max_length",
                             file=pairs_path, field="dpo.max_length")
         trainer.train(resume_from_checkpoint=resume)
-        extra = {**counts, "beta": params.beta, "precision": mixed_precision(params.precision),
+        extra = {**counts, "beta": dpo.beta, "precision": mixed_precision(dpo.precision),
                  **trainable}
         if distill:
-            extra.update(distill_weight=params.distill.weight,
-                         distill_teacher=params.distill.teacher)
-        return finish_training(trainer, tok, model_dir, out_dir, dtype, metrics_path, plot_path,
-                               extra)
+            extra.update(distill_weight=dpo.distill.weight, distill_teacher=dpo.distill.teacher)
+        return finish_training(trainer, tokenizer, model_dir, out_dir, params.base.dtype,
+                               metrics_path, plot_path, extra)

@@ -15,8 +15,9 @@ import logging
 from pathlib import Path
 
 from ..config.params import Params
-from ..core.io import remove_outputs, write_json, write_jsonl
-from ..core.shards import finish, model_fingerprint, run_sharded, shard_key
+from ..core.io import write_jsonl
+from ..core.outputs import stage_outputs
+from ..core.shards import model_fingerprint, run_sharded, shard_key
 from ..evaluation.eval_dir import load_eval_dir, model_section
 from ..evaluation.iteration import (
     comparison_items,
@@ -24,9 +25,7 @@ from ..evaluation.iteration import (
     frozen_judge_gain,
     outcome_summary,
 )
-from ..evaluation.metrics import (
-    answers_changed,
-)
+from ..evaluation.metrics import answers_changed
 from ..generation.engines import engine_key
 from ..judge.pairwise import (
     EndpointPairwiseJudge,
@@ -38,54 +37,55 @@ from ..judge.pairwise import (
 log = logging.getLogger(__name__)
 
 
-def run_evaluate(params: Params, iteration: str, model_eval: str, next_eval: str,
+def run_evaluate(*, params: Params, iteration: str, model_eval: str, next_eval: str,
                  sft_eval: str, out_path: str | Path, metrics_path: str | Path,
                  judge_dir: str | None = None, frozen_judge: str | None = None) -> dict:
-    """Stage entry: iteration t's movement (answers changed, frozen-judge reward gain), the
-    fixed judge's pointwise and head-to-head verdicts, and both models' eval summaries."""
-    remove_outputs(out_path, metrics_path)
-    prev_summary, prev = load_eval_dir(model_eval)
-    next_summary, nxt = load_eval_dir(next_eval)
+    """Iteration t's movement (answers changed, frozen-judge reward gain), the fixed judge's
+    pointwise and head-to-head verdicts (params eval, judge, engine), and both models' eval
+    summaries. The head-to-head verdicts are resumable shards of `out_path`."""
     eval_params = params.eval
-    metrics: dict = {"iteration": iteration, "prompts": len(nxt),
-                     "answers_changed": answers_changed(
-                         {i: a["answer"] for i, a in prev.items()},
-                         {i: a["answer"] for i, a in nxt.items()})}
-    if frozen_judge:
-        metrics["reward_gain"] = frozen_judge_gain(frozen_judge, params, model_eval, prev, nxt,
-                                                   Path(str(out_path) + ".gain"))
-    opponents = {"prev": prev}
-    sft_is_prev = Path(sft_eval).resolve() == Path(model_eval).resolve()
-    if not sft_is_prev:
-        opponents["sft"] = load_eval_dir(sft_eval)[1]
-    gains = {"vs_prev": fixed_judge_gain(next_eval, model_eval, eval_params.seed)}
-    gains["vs_sft"] = (gains["vs_prev"] if sft_is_prev
-                       else fixed_judge_gain(next_eval, sft_eval, eval_params.seed))
-    metrics["fixed_judge_gain"] = gains
-    items = [item for name, answers in opponents.items()
-             for item in comparison_items(name, nxt, answers)]
-    text = pairwise_template(eval_params.pairwise_template)
-    with contextlib.ExitStack() as stack:
-        judge, judge_info = make_pairwise_judge(params, judge_dir, stack)
-        local = judge_info["kind"] == "local"
-        key = shard_key(params=eval_params, templates=[text], inputs=items,
-                        model=model_fingerprint(judge_info["model"]) if local else "",
-                        engine={**judge_info, **(engine_key(params.engine) if local else {})})
-        records, shard_stats = run_sharded(
-            items, out_path, key, params.engine.shard_size,
-            lambda chunk, _k: judge_both_orders(judge, chunk, text),
-            desc="head-to-head (both orders)")
-    vs = {name: outcome_summary([r for r in records if r["opponent"] == name], eval_params.seed)
-          for name in opponents}
-    vs.setdefault("sft", vs["prev"])  # iteration 1: M_t is M1
-    metrics.update({"judge": judge_info, "vs_prev": vs["prev"], "vs_sft": vs["sft"],
-                    "next": model_section(next_summary), "prev": model_section(prev_summary)})
-    log.info("head-to-head shards: %s", shard_stats)
-    if isinstance(judge, EndpointPairwiseJudge):
-        metrics["endpoint_usage"] = dict(judge.endpoint.usage)
-    write_jsonl(out_path, records)
-    write_json(metrics_path, metrics)
-    finish(out_path)
+    with stage_outputs(out_path, metrics=metrics_path, resumable=[out_path]) as outputs:
+        prev_summary, prev = load_eval_dir(model_eval)
+        next_summary, nxt = load_eval_dir(next_eval)
+        metrics = outputs.metrics
+        metrics.update({"iteration": iteration, "prompts": len(nxt),
+                        "answers_changed": answers_changed(
+                            {i: a["answer"] for i, a in prev.items()},
+                            {i: a["answer"] for i, a in nxt.items()})})
+        if frozen_judge:
+            metrics["reward_gain"] = frozen_judge_gain(frozen_judge, params, model_eval, prev,
+                                                       nxt, Path(str(out_path) + ".gain"))
+        opponents = {"prev": prev}
+        sft_is_prev = Path(sft_eval).resolve() == Path(model_eval).resolve()
+        if not sft_is_prev:
+            opponents["sft"] = load_eval_dir(sft_eval)[1]
+        gains = {"vs_prev": fixed_judge_gain(next_eval, model_eval, eval_params.seed)}
+        gains["vs_sft"] = (gains["vs_prev"] if sft_is_prev
+                           else fixed_judge_gain(next_eval, sft_eval, eval_params.seed))
+        metrics["fixed_judge_gain"] = gains
+        items = [item for name, answers in opponents.items()
+                 for item in comparison_items(name, nxt, answers)]
+        text = pairwise_template(eval_params.pairwise_template)
+        with contextlib.ExitStack() as stack:
+            judge, judge_info = make_pairwise_judge(params, judge_dir, stack)
+            local = judge_info["kind"] == "local"
+            key = shard_key(params=eval_params, templates=[text], inputs=items,
+                            model=model_fingerprint(judge_info["model"]) if local else "",
+                            engine={**judge_info, **(engine_key(params.engine) if local else {})})
+            records, shard_stats = run_sharded(
+                items, out_path, key, params.engine.shard_size,
+                lambda chunk, _index: judge_both_orders(judge, chunk, text),
+                desc="head-to-head (both orders)")
+        vs = {name: outcome_summary([r for r in records if r["opponent"] == name],
+                                    eval_params.seed)
+              for name in opponents}
+        vs.setdefault("sft", vs["prev"])  # iteration 1: M_t is M1
+        metrics.update({"judge": judge_info, "vs_prev": vs["prev"], "vs_sft": vs["sft"],
+                        "next": model_section(next_summary), "prev": model_section(prev_summary)})
+        log.info("head-to-head shards: %s", shard_stats)
+        if isinstance(judge, EndpointPairwiseJudge):
+            metrics["endpoint_usage"] = dict(judge.endpoint.usage)
+        write_jsonl(out_path, records)
     log.info("iteration %s: answers changed %s, reward gain %s; vs M_t %s; vs M1 %s", iteration,
              metrics["answers_changed"], metrics.get("reward_gain"), vs["prev"], vs["sft"])
     return metrics

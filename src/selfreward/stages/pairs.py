@@ -9,8 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 from ..config.errors import UserError
-from ..config.params import PairsParams
-from ..core.io import read_jsonl, remove_outputs, require, write_json, write_jsonl
+from ..config.params import PairsParams, Params
+from ..core.io import read_jsonl, require, write_jsonl
+from ..core.outputs import stage_outputs
 from ..core.shards import item_seed
 
 log = logging.getLogger(__name__)
@@ -103,19 +104,20 @@ def load_judgments(path: str) -> list[dict]:
     return rows
 
 
-def run_pairs(params: PairsParams, judgments_path: str, out_path: str | Path,
+def run_pairs(*, params: Params, judgments_path: str, out_path: str | Path,
               metrics_path: str | Path) -> dict:
-    """Stage entry: judgments.jsonl in, pairs.jsonl + metrics out; zero pairs is an error."""
-    remove_outputs(out_path, metrics_path)
-    pairs, stats = select_pairs(load_judgments(judgments_path), params)
-    log.info("pairs: %s", stats)
-    if not pairs:
-        raise UserError(
-            f"no preference pairs from {stats['prompts']} prompts (dropped: "
-            f"{stats['dropped_too_few_valid']} with < 2 valid scores, {stats['dropped_tie']} "
-            f"ties / margin < pairs.min_margin={params.min_margin}). Raise prompts.count or "
-            "responses.n, use judge.mode=logprob (continuous scores, fewer ties) or more "
-            "judge.samples, or lower pairs.min_margin.", file=judgments_path)
-    write_jsonl(out_path, pairs)
-    write_json(metrics_path, stats)
-    return stats
+    """judgments.jsonl in; pairs.jsonl and metrics out (params pairs); zero pairs is an error."""
+    pairs_params = params.pairs
+    with stage_outputs(out_path, metrics=metrics_path) as outputs:
+        pairs, stats = select_pairs(load_judgments(judgments_path), pairs_params)
+        log.info("pairs: %s", stats)
+        if not pairs:
+            raise UserError(
+                f"no preference pairs from {stats['prompts']} prompts (dropped: "
+                f"{stats['dropped_too_few_valid']} with < 2 valid scores, {stats['dropped_tie']} "
+                f"ties / margin < pairs.min_margin={pairs_params.min_margin}). Raise "
+                "prompts.count or responses.n, use judge.mode=logprob (continuous scores, fewer "
+                "ties) or more judge.samples, or lower pairs.min_margin.", file=judgments_path)
+        write_jsonl(out_path, pairs)
+        outputs.metrics.update(stats)
+    return outputs.metrics

@@ -18,12 +18,14 @@ import dataclasses
 import logging
 import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config.errors import UserError
-from ..config.params import EngineParams, SelfInstructParams
-from ..core.io import remove_outputs, write_json, write_jsonl
-from ..core.shards import finish, item_seed, model_fingerprint, run_sharded, shard_key
+from ..config.params import Params, SelfInstructParams
+from ..core.io import write_jsonl
+from ..core.outputs import stage_outputs
+from ..core.shards import item_seed, model_fingerprint, run_sharded, shard_key
 from ..data.filters import (
     INSTANCE_DROPS,
     INSTRUCTION_REJECTIONS,
@@ -56,18 +58,19 @@ def generate_instructions(engine: Engine, params: SelfInstructParams, seeds: lis
     """Step 1 (with the instruction filters): rounds of generations until `params.count` are
     kept (stages/rounds.py: each round is one resumable shard)."""
 
-    def progress(round_index: int, r: Rounds) -> None:
+    def progress(round_index: int, rounds: Rounds) -> None:
         log.info("self-instruct generation round %d: %d of %d instructions kept after %d calls",
-                 round_index, len(r.kept), params.count, r.attempts)
+                 round_index, len(rounds.kept), params.count, rounds.attempts)
 
-    r = generate_rounds(engine, params, seeds, round_size, output, key,
-                        InstructionFilter(params, [text for _, text in seeds]),
-                        generation_messages, parse_instructions, "si-{:05d}", on_round=progress)
+    rounds = generate_rounds(engine, params, seeds, round_size, output, key,
+                             InstructionFilter(params, [text for _, text in seeds]),
+                             generation_messages, parse_instructions, "si-{:05d}",
+                             on_round=progress)
     kept = [{"id": row["id"], "instruction": row["text"], "shots": row["shots"]}
-            for row in r.kept]
-    metrics = {"generation_rounds_resumed": r.resumed, "attempts": r.attempts,
-               "candidates": r.candidates, "instructions_kept": len(kept),
-               **{f"rejected_{k}": r.reasons.get(k, 0) for k in INSTRUCTION_REJECTIONS}}
+            for row in rounds.kept]
+    metrics = {"generation_rounds_resumed": rounds.resumed, "attempts": rounds.attempts,
+               "candidates": rounds.candidates, "instructions_kept": len(kept),
+               **{f"rejected_{k}": rounds.reasons.get(k, 0) for k in INSTRUCTION_REJECTIONS}}
     return kept, metrics
 
 
@@ -153,47 +156,49 @@ def self_instruct(engine: Engine, params: SelfInstructParams, seeds: list[SeedTa
     return tasks, {**metrics, **cls_metrics, **inst_metrics, **task_metrics}
 
 
-def run_self_instruct(model_dir: str, params: SelfInstructParams, engine_params: EngineParams,
-                      seed_paths: list[str], out_tasks: str | Path, out_messages: str | Path,
-                      metrics_path: str | Path, if_enabled: bool = False) -> dict:
-    """Stage entry: seed tasks in; tasks, messages and metrics out.
+def run_self_instruct(*, params: Params, model_dir: str, seed_paths: Sequence[str],
+                      out_tasks: str | Path, out_messages: str | Path, metrics_path: str | Path,
+                      if_enabled: bool = False) -> dict:
+    """Seed tasks in; tasks, messages and metrics out (params self_instruct, engine).
 
-    With `if_enabled` (the DVC stage) and `params.enabled` false it writes empty outputs and loads
-    no model, so that stages reading them see an unchanged file.
+    With `if_enabled` (the DVC stage) and self_instruct.enabled false it writes empty outputs and
+    loads no model, so that stages reading them see an unchanged file.
     """
-    remove_outputs(out_tasks, out_messages, metrics_path)
-    if if_enabled and not params.enabled:
-        log.info("self-instruct: self_instruct.enabled is false; writing empty outputs")
-        write_jsonl(out_tasks, [])
-        write_jsonl(out_messages, [])
-        write_json(metrics_path, {"enabled": False})
-        return {"enabled": False}
-    seeds = [task for path in seed_paths for task in load_seed_tasks(path)]
-    if len(seeds) < params.seed_shots:
-        raise UserError(f"only {len(seeds)} seed tasks; self_instruct.seed_shots is "
-                        f"{params.seed_shots}", field="self_instruct.seed_shots")
-    key = shard_key(params={name: getattr(params, name) for name in _OUTPUT_PARAMS},
-                    templates=[template(name) for name in TEMPLATES],
-                    inputs=[dataclasses.astuple(t) for t in seeds],
-                    model=model_fingerprint(model_dir), engine=engine_key(engine_params))
-    with open_engine(model_dir, engine_params, seed=params.seed) as engine:
-        tasks, metrics = self_instruct(engine, params, seeds, out_tasks, key,
-                                       engine_params.shard_size)
-    metrics = {"enabled": True, "seed_tasks": len(seeds), **metrics, "engine": engine.name,
-               **{f"engine_{k}": v for k, v in engine.stats.as_dict().items()}}
-    log.info("self-instruct: kept %d tasks (%d instances) from %d instructions; %s",
-             metrics["tasks_kept"], metrics["instances_kept"], metrics["instructions_kept"],
-             {k: v for k, v in metrics.items()
-              if k.startswith(("rejected_", "dropped_")) and v})
-    if not tasks:
-        raise UserError(f"no task passed the filters ({metrics}); raise "
-                        "self_instruct.max_attempts or the max_new_tokens settings, or relax "
-                        "self_instruct.rouge_threshold / self_instruct.blacklist",
-                        field="self_instruct")
-    messages = task_messages(tasks)
-    write_jsonl(out_tasks, tasks)
-    write_jsonl(out_messages, messages)
-    write_json(metrics_path, {**metrics, "messages": len(messages)})
-    for path in (out_tasks, f"{out_tasks}.classify", f"{out_tasks}.instances"):
-        finish(path)
-    return {**metrics, "messages": len(messages)}
+    settings, engine_params = params.self_instruct, params.engine
+    shards = [out_tasks, f"{out_tasks}.classify", f"{out_tasks}.instances"]
+    with stage_outputs(out_tasks, out_messages, metrics=metrics_path,
+                       resumable=shards) as outputs:
+        if if_enabled and not settings.enabled:
+            log.info("self-instruct: self_instruct.enabled is false; writing empty outputs")
+            write_jsonl(out_tasks, [])
+            write_jsonl(out_messages, [])
+            outputs.metrics["enabled"] = False
+            return outputs.metrics
+        seeds = [task for path in seed_paths for task in load_seed_tasks(path)]
+        if len(seeds) < settings.seed_shots:
+            raise UserError(f"only {len(seeds)} seed tasks; self_instruct.seed_shots is "
+                            f"{settings.seed_shots}", field="self_instruct.seed_shots")
+        key = shard_key(params={name: getattr(settings, name) for name in _OUTPUT_PARAMS},
+                        templates=[template(name) for name in TEMPLATES],
+                        inputs=[dataclasses.astuple(t) for t in seeds],
+                        model=model_fingerprint(model_dir), engine=engine_key(engine_params))
+        with open_engine(model_dir, engine_params, seed=settings.seed) as engine:
+            tasks, metrics = self_instruct(engine, settings, seeds, out_tasks, key,
+                                           engine_params.shard_size)
+        outputs.metrics.update({"enabled": True, "seed_tasks": len(seeds), **metrics})
+        outputs.record_engine(engine)
+        metrics = outputs.metrics
+        log.info("self-instruct: kept %d tasks (%d instances) from %d instructions; %s",
+                 metrics["tasks_kept"], metrics["instances_kept"], metrics["instructions_kept"],
+                 {k: v for k, v in metrics.items()
+                  if k.startswith(("rejected_", "dropped_")) and v})
+        if not tasks:
+            raise UserError(f"no task passed the filters ({metrics}); raise "
+                            "self_instruct.max_attempts or the max_new_tokens settings, or relax "
+                            "self_instruct.rouge_threshold / self_instruct.blacklist",
+                            field="self_instruct")
+        messages = task_messages(tasks)
+        write_jsonl(out_tasks, tasks)
+        write_jsonl(out_messages, messages)
+        metrics["messages"] = len(messages)
+    return outputs.metrics

@@ -1,91 +1,27 @@
-"""Stage `sft` (M0 -> M1): TRL SFTTrainer on seed IFT plus judge turns (EFT-train rendered the way
-the judge is asked, and balanced synthetic relevance turns built from the IFT answers)."""
+"""Stage `sft` (M0 -> M1): TRL SFTTrainer on seed IFT and EFT-train plus judge turns
+(training/sft.py); with sft.self_instruct, the self-instruct stage's messages are extra IFT."""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config.errors import UserError
-from ..config.params import SftParams
-from ..core.io import remove_outputs
-from ..core.models import load_model
-from ..core.shards import fingerprint, model_fingerprint
-from ..data.seed import load_eft, load_ift
-from ..training.common import (
-    finish_training,
-    mixed_precision,
-    trainable_setup,
-    trainer_kwargs,
-    training_workdir,
-)
-from ..training.completion_loss import completion_loss_trainer
-from ..training.sft_data import (
-    SftExample,
-    check_lengths,
-    eft_examples,
-    grouped_order,
-    ift_examples,
-    synthetic_judge_examples,
-)
-
-log = logging.getLogger(__name__)
+from ..config.params import Params
+from ..core.outputs import stage_outputs
+from ..training.sft import train_sft
 
 
-def sft_dataset(examples: list[SftExample]):
-    """Prompt/completion conversational rows, so the loss covers the assistant answer only."""
-    from datasets import Dataset
-
-    return Dataset.from_list([{"prompt": ex.prompt, "completion": ex.completion}
-                              for ex in examples])
-
-
-def build_examples(params: SftParams, ift_paths: list[str], eft_paths: list[str],
-                   rubric: str | None = None) -> list[SftExample]:
-    """IFT turns, EFT turns in `params.eft_format`, and `params.judge_data` synthetic judge turns,
-    the judge turns rendered with `rubric` (the judge template's text)."""
-    ift = [c for path in ift_paths for c in load_ift(path)]
-    eft = [e for path in eft_paths for e in load_eft(path)]
-    examples = (ift_examples(ift) + eft_examples(eft, params.eft_format, rubric)
-                + synthetic_judge_examples(ift, params.judge_data, rubric))
-    if not examples:
-        raise UserError("no SFT examples: pass --ift and/or --eft files")
-    return examples
-
-
-def run_sft(params: SftParams, model_dir: str | Path, ift_paths: list[str], eft_paths: list[str],
-            out_dir: str | Path, metrics_path: str | Path, plot_path: str | Path | None,
-            dtype: str, rubric: str | None = None) -> dict:
-    """Fine-tune `model_dir` on the seed data; write M1 to `out_dir`. Judge turns use `rubric`,
-    the text of the judge template the judge stage will ask with (default: the packaged one)."""
-    from trl import SFTConfig, SFTTrainer
-
-    remove_outputs(out_dir, metrics_path)
-    examples = build_examples(params, ift_paths, eft_paths, rubric)
-    model, tok = load_model(model_dir, dtype="float32", for_training=True)
-    counts = check_lengths(tok, examples, params.max_length)
-    peft_config, trainable = trainable_setup(model, params, "sft")
-    args = {}
-    if params.batching == "grouped":  # the epochs are laid out in the dataset, read in order
-        examples = grouped_order(examples, params.epochs, params.seed)
-        args = {"num_train_epochs": 1, "train_sampling_strategy": "sequential"}
-    dataset = sft_dataset(examples)
-    key = fingerprint(params, model_fingerprint(model_dir), dataset.to_list())
-    with training_workdir(params, out_dir, key) as (workdir, resume):
-        config = SFTConfig(**{**trainer_kwargs(params, workdir), **args},
-                           max_length=params.max_length,
-                           completion_only_loss=True, packing=False,
-                           dataset_num_proc=None)
-        trainer = completion_loss_trainer(SFTTrainer, params.loss_normalization)(
-            model=model, args=config, train_dataset=dataset, processing_class=tok,
-            peft_config=peft_config)
-        log.info("SFT on %s", ", ".join(f"{c['examples']} {kind}" for kind, c in counts.items()))
-        trainer.train(resume_from_checkpoint=resume)
-        extra = {"examples": counts, "eft_format": params.eft_format,
-                 "loss_normalization": params.loss_normalization, "batching": params.batching,
-                 "ift_examples": counts.get("ift", {}).get("examples", 0),
-                 "eft_examples": counts.get("eft", {}).get("examples", 0),
-                 "precision": mixed_precision(params.precision),
-                 **trainable}
-        return finish_training(trainer, tok, model_dir, out_dir, dtype, metrics_path, plot_path,
-                               extra)
+def run_sft(*, params: Params, model_dir: str | Path, ift_paths: Sequence[str],
+            eft_paths: Sequence[str], self_instruct_path: str | None, out_dir: str | Path,
+            metrics_path: str | Path, plot_path: str | Path | None = None) -> dict:
+    """Fine-tune M0 on the seed files (params sft, judge.template, base.dtype); write M1, its
+    metrics and loss curve. The training process writes the metrics (the main rank alone)."""
+    with stage_outputs(out_dir, metrics_path, plot_path):
+        if params.sft.self_instruct:
+            if not self_instruct_path:
+                raise UserError("sft.self_instruct is true: pass the self-instruct messages "
+                                "with --self-instruct FILE", field="sft.self_instruct")
+            ift_paths = [*ift_paths, self_instruct_path]
+        return train_sft(params, model_dir, ift_paths, eft_paths, out_dir, metrics_path,
+                         plot_path)

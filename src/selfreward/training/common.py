@@ -35,30 +35,30 @@ def mixed_precision(precision: str) -> str:
     return "bf16" if native is not None and native() else "fp32"
 
 
-def trainer_kwargs(p: TrainParams, output_dir: str) -> dict:
+def trainer_kwargs(params: TrainParams, output_dir: str) -> dict:
     """TrainingArguments fields common to SFTConfig and DPOConfig."""
     cuda = torch.cuda.is_available()
-    precision = mixed_precision(p.precision)
+    precision = mixed_precision(params.precision)
     return {
         "output_dir": output_dir,
-        "learning_rate": p.learning_rate,
+        "learning_rate": params.learning_rate,
         "lr_scheduler_type": "cosine_with_min_lr",
-        "lr_scheduler_kwargs": {"min_lr": p.final_learning_rate},
-        "warmup_steps": p.warmup_ratio,  # a float < 1 is a ratio of the total steps
-        "num_train_epochs": p.epochs,
-        "max_steps": p.max_steps,
-        "per_device_train_batch_size": p.batch_size,
-        "gradient_accumulation_steps": p.grad_accum,
-        "weight_decay": p.weight_decay,
-        "gradient_checkpointing": p.gradient_checkpointing,
-        "seed": p.seed,
-        "data_seed": p.seed,
+        "lr_scheduler_kwargs": {"min_lr": params.final_learning_rate},
+        "warmup_steps": params.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        "num_train_epochs": params.epochs,
+        "max_steps": params.max_steps,
+        "per_device_train_batch_size": params.batch_size,
+        "gradient_accumulation_steps": params.grad_accum,
+        "weight_decay": params.weight_decay,
+        "gradient_checkpointing": params.gradient_checkpointing,
+        "seed": params.seed,
+        "data_seed": params.seed,
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "use_cpu": not cuda,
         "logging_steps": 1,
-        "save_strategy": "steps" if p.save_steps > 0 else "no",
-        "save_steps": p.save_steps if p.save_steps > 0 else 500,
+        "save_strategy": "steps" if params.save_steps > 0 else "no",
+        "save_steps": params.save_steps if params.save_steps > 0 else 500,
         "save_total_limit": 1,
         "report_to": [],
         "disable_tqdm": False,
@@ -69,7 +69,7 @@ def trainer_kwargs(p: TrainParams, output_dir: str) -> dict:
 
 
 @contextlib.contextmanager
-def training_workdir(p: TrainParams, out_dir: str | Path,
+def training_workdir(params: TrainParams, out_dir: str | Path,
                      key: str) -> Iterator[tuple[str, str | None]]:
     """(trainer output_dir, checkpoint to resume from or None).
 
@@ -79,7 +79,7 @@ def training_workdir(p: TrainParams, out_dir: str | Path,
     """
     from transformers.trainer_utils import get_last_checkpoint
 
-    if p.save_steps <= 0:
+    if params.save_steps <= 0:
         with tempfile.TemporaryDirectory(prefix="train-") as work:
             yield work, None
         return
@@ -131,24 +131,24 @@ def freeze_lower_layers(model, top: int, key: str) -> dict:
     return {"trainable_params": trainable, "trainable_share": round(trainable / total, 4)}
 
 
-def lora_config(p: LoraParams, train_layers: int = 0, num_layers: int = 0):
+def lora_config(params: LoraParams, train_layers: int = 0, num_layers: int = 0):
     """A peft LoraConfig, or None when LoRA is off; adapters only on the top `train_layers`."""
-    if not p.enabled:
+    if not params.enabled:
         return None
     from peft import LoraConfig
 
     layers = list(range(num_layers - train_layers, num_layers)) if train_layers > 0 else None
-    return LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
-                      target_modules=p.target_modules, task_type="CAUSAL_LM",
+    return LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
+                      target_modules=params.target_modules, task_type="CAUSAL_LM",
                       layers_to_transform=layers)
 
 
-def trainable_setup(model, p: TrainParams, stage: str) -> tuple[object, dict]:
+def trainable_setup(model, params: TrainParams, stage: str) -> tuple[object, dict]:
     """(peft LoraConfig or None, metrics on what trains): LoRA adapters, or frozen lower blocks."""
-    if p.lora.enabled:
-        num_layers = len(decoder_layers(model)) if p.train_layers > 0 else 0
-        return lora_config(p.lora, p.train_layers, num_layers), {"lora": True}
-    return None, freeze_lower_layers(model, p.train_layers, f"{stage}.train_layers")
+    if params.lora.enabled:
+        num_layers = len(decoder_layers(model)) if params.train_layers > 0 else 0
+        return lora_config(params.lora, params.train_layers, num_layers), {"lora": True}
+    return None, freeze_lower_layers(model, params.train_layers, f"{stage}.train_layers")
 
 
 def finish_training(trainer, tok, input_dir: str | Path, out_dir: str | Path, dtype: str,
@@ -240,5 +240,5 @@ def _rebuild(sharded, state: dict):
     return model
 
 
-def _finite(x: float) -> float | None:
-    return round(float(x), 6) if x is not None and math.isfinite(x) else None
+def _finite(value: float) -> float | None:
+    return round(float(value), 6) if value is not None and math.isfinite(value) else None

@@ -38,13 +38,13 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempera
     return kl * temperature ** 2
 
 
-def load_teacher(p: DistillParams, student_tok):
+def load_teacher(params: DistillParams, student_tok):
     """The frozen teacher; its tokenizer must be the student's (the KL is per vocabulary entry)."""
     from transformers import AutoTokenizer
 
     from ..core.models import load_model
 
-    path = Path(p.teacher)
+    path = Path(params.teacher)
     if not (path / "config.json").is_file():
         raise UserError("distillation teacher is not a model checkpoint (no config.json); "
                         "convert one with `selfreward base --model <dir|hub id> --out <dir>`",
@@ -59,7 +59,7 @@ def load_teacher(p: DistillParams, student_tok):
     return teacher
 
 
-def distill_trainer(teacher, p: DistillParams, **kwargs):
+def distill_trainer(teacher, params: DistillParams, **kwargs):
     """A TRL DPOTrainer whose loss adds weight * token-level KL to `teacher`."""
     from trl import DPOTrainer
     from trl.models import prepare_deepspeed, prepare_fsdp
@@ -86,9 +86,9 @@ def distill_trainer(teacher, p: DistillParams, **kwargs):
             with torch.no_grad():
                 teacher_logits = self.teacher(**batch).logits[:, :-1][mask]
             vocab = len(self.processing_class)  # padded LM-head rows are no token
-            kl = token_kl(student_logits[:, :vocab], teacher_logits[:, :vocab], p.temperature,
-                          p.direction)
-            loss = dpo_loss + p.weight * kl.mean()
+            kl = token_kl(student_logits[:, :vocab], teacher_logits[:, :vocab], params.temperature,
+                          params.direction)
+            loss = dpo_loss + params.weight * kl.mean()
             mode = "train" if self.model.training else "eval"
             rows = torch.arange(mask.size(0), device=mask.device)[:, None].expand_as(mask)[mask]
             chosen = rows < mask.size(0) // 2  # the batch is [chosen..., rejected...]

@@ -76,7 +76,7 @@ def _cut(text: str, rng: random.Random) -> str:
     return text[:words[keep - 1].end()]
 
 
-def synthetic_judge_examples(convs: list[Conversation], p: JudgeDataParams,
+def synthetic_judge_examples(convs: list[Conversation], params: JudgeDataParams,
                              rubric: str | None = None) -> list[SftExample]:
     """Balanced relevance/empty/cut-off judge turns from single-turn IFT answers (score-first).
 
@@ -85,26 +85,26 @@ def synthetic_judge_examples(convs: list[Conversation], p: JudgeDataParams,
     truncated). Items are drawn without replacement while they last, so twins rarely repeat.
     """
     single = [c for c in convs if len(c.prompt) == 1 and c.completion[0]["content"].strip()]
-    wanted = p.mismatched + p.empty + p.truncated
+    wanted = params.mismatched + params.empty + params.truncated
     if not wanted:
         return []
     if len(single) < 2:
         raise UserError("sft.judge_data needs at least 2 single-turn IFT examples",
                         field="sft.judge_data")
-    rng = random.Random(p.seed)
+    rng = random.Random(params.seed)
     order: list[int] = []
     while len(order) < wanted:
         order += rng.sample(range(len(single)), len(single))
     picks = iter(order)
     out = []
-    for kind, count in (("mismatched", p.mismatched), ("empty", p.empty),
-                        ("truncated", p.truncated)):
+    for kind, count in (("mismatched", params.mismatched), ("empty", params.empty),
+                        ("truncated", params.truncated)):
         for n in range(count):
             i = next(picks)
             conv = single[i]
             prompt, answer = user_prompt(conv), conv.completion[0]["content"]
             twins = f"{kind}:{n}"
-            out.append(_judge_turn("matched", prompt, answer, p.matched_score, conv.source,
+            out.append(_judge_turn("matched", prompt, answer, params.matched_score, conv.source,
                                    rubric, twins))
             if kind == "mismatched":
                 j = rng.choice([k for k in range(len(single)) if k != i])
@@ -113,7 +113,7 @@ def synthetic_judge_examples(convs: list[Conversation], p: JudgeDataParams,
             elif kind == "empty":
                 out.append(_judge_turn(kind, prompt, "", 0, conv.source, rubric, twins))
             else:
-                out.append(_judge_turn(kind, prompt, _cut(answer, rng), p.truncated_score,
+                out.append(_judge_turn(kind, prompt, _cut(answer, rng), params.truncated_score,
                                        conv.source, rubric, twins))
     return out
 

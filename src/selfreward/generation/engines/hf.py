@@ -37,24 +37,24 @@ class NucleusSampler(LogitsProcessor):
 
     HF's own sampler sorts the whole vocabulary for top-p and draws one exponential per
     vocabulary entry, per row and step: a third of a CPU decoding step at batch 64. Here only
-    the `k` most probable candidates are sorted and drawn from; a row whose nucleus reaches
+    the `candidates` most probable tokens are sorted and drawn from; a row whose nucleus reaches
     past them is decided over the whole vocabulary. The nucleus rule is HF's: keep a token while
     the more probable ones hold less than top_p of the mass. HF runs custom processors after
     its own (min_new_tokens), so suppressed tokens stay suppressed.
     """
 
-    def __init__(self, temperature: float, top_p: float, k: int = 256) -> None:
-        self.temperature, self.top_p, self.k = temperature, top_p, k
+    def __init__(self, temperature: float, top_p: float, candidates: int = 256) -> None:
+        self.temperature, self.top_p, self.candidates = temperature, top_p, candidates
 
-    def _draw(self, logits: torch.Tensor, k: int) -> torch.Tensor:
-        """One token id per row from the nucleus among its k best candidates."""
-        values, index = logits.topk(k, dim=-1)
+    def _draw(self, logits: torch.Tensor, candidates: int) -> torch.Tensor:
+        """One token id per row from the nucleus among its `candidates` best tokens."""
+        values, index = logits.topk(candidates, dim=-1)
         probs = torch.exp(values - torch.logsumexp(logits, dim=-1, keepdim=True))
         keep = probs.cumsum(-1) - probs < self.top_p
         keep[:, 0] = True
         choice = torch.multinomial(probs.masked_fill(~keep, 0.0), 1)
         token = index.gather(1, choice).flatten()
-        if k < logits.shape[-1]:
+        if candidates < logits.shape[-1]:
             wide = keep[:, -1].nonzero().flatten()
             if len(wide):
                 token[wide] = self._draw(logits[wide], logits.shape[-1])
@@ -65,7 +65,7 @@ class NucleusSampler(LogitsProcessor):
         if self.top_p >= 1:
             token = torch.multinomial(torch.softmax(logits, dim=-1), 1).flatten()
         else:
-            token = self._draw(logits, min(self.k, logits.shape[-1]))
+            token = self._draw(logits, min(self.candidates, logits.shape[-1]))
         out = torch.full_like(scores, -torch.inf)
         out[torch.arange(len(token)), token] = 0.0
         return out

@@ -39,9 +39,9 @@ SEED_SPACE = 2**62
 ARGS_ENV = "SELFREWARD_VLLM_ARGS"
 
 
-def prompt_seed(seed: int, index: int, n: int) -> int:
+def prompt_seed(seed: int, index: int, samples: int) -> int:
     """Seed of the index-th prompt of a call; vLLM gives its j-th sample seed + j."""
-    return (seed * 1_000_003 + index * n) % SEED_SPACE
+    return (seed * 1_000_003 + index * samples) % SEED_SPACE
 
 
 class VLLMEngine:

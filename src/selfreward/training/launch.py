@@ -1,4 +1,5 @@
-"""Multi-GPU / multi-node training: `sft` and `dpo` re-execute themselves under `accelerate launch`.
+"""Multi-GPU / multi-node training: `sft`, `seed-sft` and `dpo` re-execute themselves under
+`accelerate launch`.
 
 dvc.yaml keeps calling plain `selfreward sft ...`; params `launch.*` decide whether that command
 trains in-process (one CPU or GPU) or hands the same arguments to `accelerate launch` with the
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ..config.errors import UserError
 from ..config.params import LaunchParams
-from .io import remove_outputs
+from ..core.io import remove_outputs
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ def config_file(strategy: str) -> Path:
     return path
 
 
-def needs_launcher(p: LaunchParams) -> bool:
+def needs_launcher(params: LaunchParams) -> bool:
     """One process with plain DDP trains in-process; anything else goes through accelerate."""
-    return p.num_processes > 1 or p.strategy != "ddp"
+    return params.num_processes > 1 or params.strategy != "ddp"
 
 
 def inside_launcher(env: Mapping[str, str] = os.environ) -> bool:
@@ -46,54 +47,54 @@ def inside_launcher(env: Mapping[str, str] = os.environ) -> bool:
     return "LOCAL_RANK" in env or env.get(LAUNCHED_ENV) == "1"
 
 
-def machine_rank(p: LaunchParams, env: Mapping[str, str] = os.environ) -> int:
+def machine_rank(params: LaunchParams, env: Mapping[str, str] = os.environ) -> int:
     """launch.machine_rank, overridden per node by SELFREWARD_MACHINE_RANK."""
     raw = env.get(MACHINE_RANK_ENV)
     if raw is None:
-        return p.machine_rank
+        return params.machine_rank
     try:
         rank = int(raw)
     except ValueError:
         raise UserError(f"{MACHINE_RANK_ENV}={raw!r} is not an integer",
                         field="launch.machine_rank") from None
-    if not 0 <= rank < p.num_machines:
-        raise UserError(f"{MACHINE_RANK_ENV}={rank} is outside [0, {p.num_machines - 1}] "
-                        f"(launch.num_machines={p.num_machines})", field="launch.machine_rank")
+    if not 0 <= rank < params.num_machines:
+        raise UserError(f"{MACHINE_RANK_ENV}={rank} is outside [0, {params.num_machines - 1}] "
+                        f"(launch.num_machines={params.num_machines})", field="launch.machine_rank")
     return rank
 
 
-def build_launch_command(argv: Sequence[str], p: LaunchParams, *,
+def build_launch_command(argv: Sequence[str], params: LaunchParams, *,
                          python: str = sys.executable,
                          env: Mapping[str, str] = os.environ) -> list[str]:
     """The command that runs `selfreward <argv>` as params `launch` ask (plain for 1 + ddp)."""
     target = ["-m", "selfreward.cli", *argv]
-    if not needs_launcher(p):
+    if not needs_launcher(params):
         return [python, *target]
     cmd = [python, "-m", "accelerate.commands.launch",
-           "--config_file", str(config_file(p.strategy)),
-           "--num_processes", str(p.num_processes),
-           "--num_machines", str(p.num_machines),
-           "--machine_rank", str(machine_rank(p, env)),
-           "--main_process_port", str(p.main_process_port)]
-    if p.num_machines > 1:
-        cmd += ["--main_process_ip", str(p.main_process_ip)]
+           "--config_file", str(config_file(params.strategy)),
+           "--num_processes", str(params.num_processes),
+           "--num_machines", str(params.num_machines),
+           "--machine_rank", str(machine_rank(params, env)),
+           "--main_process_port", str(params.main_process_port)]
+    if params.num_machines > 1:
+        cmd += ["--main_process_ip", str(params.main_process_ip)]
     return cmd + target
 
 
-def maybe_relaunch(p: LaunchParams, cleanup: Iterable[str | Path | None] = (),
+def maybe_relaunch(params: LaunchParams, cleanup: Iterable[str | Path | None] = (),
                    argv: Sequence[str] | None = None) -> None:
     """Re-execute this command under `accelerate launch` when params ask for it; else return.
 
     The stale outputs in `cleanup` are removed once here, by the rank-0 node only, so ranks never
     race to delete them (nor a late node a shared filesystem's fresh outputs).
     """
-    if not needs_launcher(p) or inside_launcher():
+    if not needs_launcher(params) or inside_launcher():
         return
-    cmd = build_launch_command(sys.argv[1:] if argv is None else argv, p)
-    if machine_rank(p) == 0:
+    cmd = build_launch_command(sys.argv[1:] if argv is None else argv, params)
+    if machine_rank(params) == 0:
         remove_outputs(*(c for c in cleanup if c))
-    log.info("launching %d process(es) on %d machine(s), strategy %s: %s", p.num_processes,
-             p.num_machines, p.strategy, shlex.join(cmd))
+    log.info("launching %d process(es) on %d machine(s), strategy %s: %s", params.num_processes,
+             params.num_machines, params.strategy, shlex.join(cmd))
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stdout.flush()
