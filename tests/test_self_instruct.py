@@ -240,7 +240,8 @@ def test_resume_after_a_crash_gives_the_same_output(tmp_path, monkeypatch):
 def test_prompts_stage_takes_disjoint_blocks_of_tasks(tmp_path, monkeypatch):
     out, _, _ = _run(tmp_path, monkeypatch, TEAM_SEED_TASKS,
                      SelfInstructParams(enabled=True, count=12, max_attempts=20))
-    params = Params(prompts=PromptsParams(count=3, source="self_instruct"))
+    params = Params(prompts=PromptsParams(count=3, source="self_instruct"),
+                    self_instruct=SelfInstructParams(enabled=True))
 
     def prompts_of(iteration: str, out_path: Path, metrics_path: Path) -> dict:
         return run_prompts(params=params, model_dir="unread", seed_paths=[],
