@@ -1,0 +1,307 @@
+"""The docs match the code: every `selfreward <command> [--option]` and `make <target>` shown in
+README.md and docs/*.md exists, every `dvc …` command line parses with the installed DVC's own
+argument parser, every params key named exists in params.yaml or params.gpu.yaml, and every
+relative link (and its #anchor) resolves. Only code (spans and fenced blocks) is read as
+commands and keys; prose is free. The checker is run on planted errors too, so it can fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README_MAX_LINES = 250
+SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
+FILE_EXTS = {"py", "txt", "md", "yaml", "yml", "json", "jsonl", "csv", "png", "lock", "gz",
+             "parquet", "toml", "cfg", "safetensors", "gguf"}
+TOOL = re.compile(r"(?:^|(?<=[\s/'\"(=]))(selfreward|make|dvc)\s+(.*)", re.S)
+PLACEHOLDER = re.compile(r"^(<.*>|[A-Z_]+|…|\.\.\.)$")
+
+
+def doc_files(root: Path) -> list[Path]:
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def code_pieces(text: str) -> tuple[list[tuple[int, str, str]], str]:
+    """(line, code, lang) for every fenced block ('span' for inline code) and the prose with
+    code blanked out (same line count, for the link check)."""
+    pieces, prose, block, lang, start = [], [], None, "", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        fence = re.match(r"\s*(```|~~~)\s*([\w-]*)", line)
+        if block is None and fence:
+            block, lang, start = [], fence.group(2).lower(), number
+            prose.append("")
+        elif block is not None and re.match(r"\s*(```|~~~)\s*$", line):
+            pieces.append((start + 1, "\n".join(block), lang))
+            block = None
+            prose.append("")
+        elif block is not None:
+            block.append(line)
+            prose.append("")
+        else:
+            prose.append(line)
+    prose_text = "\n".join(prose)
+    # inline spans may wrap lines inside a paragraph: pair backticks per paragraph
+    offset = 0
+    for paragraph in re.split(r"(\n\s*\n)", prose_text):
+        for span in re.finditer(r"(`+)(.+?)\1", paragraph, re.S):
+            line = 1 + prose_text.count("\n", 0, offset + span.start())
+            pieces.append((line, span.group(2), "span"))
+        offset += len(paragraph)
+    blanked = re.sub(r"(`+)(.+?)\1", lambda m: re.sub(r"[^\n]", " ", m.group(0)), prose_text,
+                     flags=re.S)
+    return pieces, blanked
+
+
+def command_lines(code: str, lang: str) -> list[str]:
+    """Shell command segments of a piece of code: continuations joined, comments dropped, split
+    at `&&`, `||` and `;`."""
+    if lang not in SHELL_LANGS and lang != "span":
+        return []
+    code = code.replace("\\|", "|")
+    if lang == "span":
+        code = code.replace("\n", " ")
+    code = re.sub(r"\\\n", " ", code)
+    segments = []
+    for line in code.splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line)
+        segments += [s.strip() for s in re.split(r"&&|\|\||;", line) if s.strip()]
+    return segments
+
+
+def tool_calls(segment: str) -> list[tuple[str, str]]:
+    """(tool, rest of the line) for a `selfreward`, `make` or `dvc` call in a segment."""
+    match = TOOL.search(segment)
+    if not match:
+        return []
+    rest = match.group(2).strip().rstrip("'\"")
+    return [(match.group(1), rest)] if rest else []
+
+
+def makefile_targets(root: Path) -> set[str]:
+    targets = set()
+    for line in (root / "Makefile").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+(?:[ \t]+[A-Za-z0-9_.-]+)*)[ \t]*::?(?!=)", line)
+        if match and not match.group(1).startswith("."):
+            targets.update(match.group(1).split())
+    return targets
+
+
+def params_tree(root: Path) -> tuple[dict, dict]:
+    return tuple(yaml.safe_load((root / name).read_text())
+                 for name in ("params.yaml", "params.gpu.yaml"))
+
+
+def has_key(tree: dict, parts: list[str]) -> bool:
+    node = tree
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def check_selfreward(rest: str, where: str) -> list[str]:
+    import click
+
+    from selfreward.cli import main
+
+    errors = []
+    tokens = rest.replace("[", " ").replace("]", " ").replace("(", " ").replace(")", " ").split()
+    group_opts = {o for p in main.params for o in (*p.opts, *p.secondary_opts)} | {"-h", "--help"}
+    while tokens and tokens[0].startswith("-"):
+        if tokens[0] not in group_opts:
+            errors.append(f"{where}: `selfreward {tokens[0]}`: no such option of selfreward")
+        tokens.pop(0)
+    if not tokens or PLACEHOLDER.match(tokens[0]):
+        return errors
+    for name in tokens[0].split("|"):
+        command = main.commands.get(name)
+        if command is None:
+            errors.append(f"{where}: `selfreward {name}`: no such command "
+                          f"(known: {', '.join(sorted(main.commands))})")
+            continue
+        known = {o for p in command.params if isinstance(p, click.Option)
+                 for o in (*p.opts, *p.secondary_opts)} | {"-h", "--help"}
+        for token in tokens[1:]:
+            option = token.split("=", 1)[0]
+            if re.fullmatch(r"--?[A-Za-z][\w-]*", option) and option not in known:
+                errors.append(f"{where}: `selfreward {name} {option}`: no such option "
+                              f"(known: {', '.join(sorted(known))})")
+    return errors
+
+
+def check_make(rest: str, where: str, targets: set[str]) -> list[str]:
+    errors, tokens = [], shlex.split(rest.replace("[", " ").replace("]", " "), posix=True)
+    skip_next = False
+    for token in tokens:
+        if skip_next:
+            skip_next = False
+        elif token in ("-o", "-C", "-f", "-j", "-W"):
+            skip_next = True
+        elif token.startswith("-") or "=" in token or PLACEHOLDER.match(token):
+            continue
+        elif token not in targets:
+            errors.append(f"{where}: `make {token}`: no such target in the Makefile")
+    return errors
+
+
+def check_dvc(rest: str, where: str) -> list[str]:
+    from dvc.cli.parser import get_main_parser
+
+    try:
+        argv = shlex.split(rest)
+    except ValueError as err:
+        return [f"{where}: `dvc {rest}`: {err}"]
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            get_main_parser().parse_args(argv)
+        except SystemExit as exit_:
+            if exit_.code:
+                message = stderr.getvalue().strip().splitlines()[-1:] or ["?"]
+                return [f"{where}: `dvc {rest}` does not parse: {message[0]}"]
+    return []
+
+
+def check_params_keys(code: str, where: str, trees: tuple[dict, dict]) -> list[str]:
+    sections = sorted({k for tree in trees for k in tree}, key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w./$@-])(" + "|".join(map(re.escape, sections))
+                         + r")((?:\.[A-Za-z_]\w*)+)")
+    errors = []
+    for match in pattern.finditer(code):
+        parts = [match.group(1), *match.group(2).lstrip(".").split(".")]
+        if parts[-1] in FILE_EXTS or code[max(0, match.start() - 3):match.start()] == "-m ":
+            continue  # a file name (eval.json) or a Python module (python -m x.y)
+        if not any(has_key(tree, parts) for tree in trees):
+            errors.append(f"{where}: params key `{'.'.join(parts)}` is in neither params.yaml "
+                          "nor params.gpu.yaml")
+    return errors
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", heading.strip())
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    result = set()
+    _, prose = code_pieces(path.read_text(encoding="utf-8"))
+    for line in prose.splitlines():
+        match = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if match:
+            base = slug(match.group(1))
+            count = seen.get(base, 0)
+            seen[base] = count + 1
+            result.add(base if count == 0 else f"{base}-{count}")
+    return result
+
+
+def check_links(path: Path, prose: str, root: Path) -> list[str]:
+    errors = []
+    links = re.finditer(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"
+                        r"|^\s*\[[^\]]+\]:\s*(\S+)", prose, re.M)
+    for match in links:
+        target = match.group(1) or match.group(2)
+        line = 1 + prose.count("\n", 0, match.start())
+        where = f"{path.relative_to(root)}:{line}"
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):
+            continue  # https:, mailto: …
+        file_part, _, anchor = target.partition("#")
+        resolved = (path.parent / file_part).resolve() if file_part else path
+        if not resolved.exists():
+            errors.append(f"{where}: link `{target}`: {file_part} does not exist")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            errors.append(f"{where}: link `{target}`: no heading with anchor #{anchor} in "
+                          f"{resolved.relative_to(root)}")
+    return errors
+
+
+def check_docs(root: Path) -> list[str]:
+    """Every problem found in README.md and docs/*.md of the checkout at `root`."""
+    targets, trees, errors = makefile_targets(root), params_tree(root), []
+    for path in doc_files(root):
+        pieces, prose = code_pieces(path.read_text(encoding="utf-8"))
+        errors += check_links(path, prose, root)
+        for line, code, lang in pieces:
+            where = f"{path.relative_to(root)}:{line}"
+            errors += check_params_keys(code, where, trees)
+            for segment in command_lines(code, lang):
+                for tool, rest in tool_calls(segment):
+                    if tool == "selfreward":
+                        errors += check_selfreward(rest, where)
+                    elif tool == "make":
+                        errors += check_make(rest, where, targets)
+                    else:
+                        errors += check_dvc(rest, where)
+    return errors
+
+
+def test_readme_and_docs_match_the_code():
+    errors = check_docs(ROOT)
+    assert not errors, "\n".join(errors)
+
+
+def test_readme_is_a_front_page():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES})"
+
+
+def scratch_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("README.md", "Makefile", "params.yaml", "params.gpu.yaml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "docs", root / "docs")
+    for target in ("src", "data", "tests", "benchmarks", "pipelines", "dvc.yaml",
+                   "pyproject.toml", "Dockerfile", ".github", ".ci"):
+        if (ROOT / target).exists():
+            (root / target).symlink_to(ROOT / target)  # links in the docs point there
+    return root
+
+
+@pytest.mark.parametrize("planted, expected", [
+    ("`selfreward sft --learning-rate 1e-4`", "`selfreward sft --learning-rate`: no such option"),
+    ("`selfreward judge-all --model m`", "`selfreward judge-all`: no such command"),
+    ("`selfreward -q judge`", "`selfreward -q`: no such option of selfreward"),
+    ("```bash\nselfreward pairs --judgments j \\\n  --min-margin 2 --out p\n```",
+     "`selfreward pairs --min-margin`: no such option"),
+    ("`make iterate-all`", "`make iterate-all`: no such target"),
+    ("`dvc repro -S judge.mode=sample`", "does not parse"),
+    ("`dvc exp run -S judge.sampels=3`", "params key `judge.sampels`"),
+    ("`dpo.distill.teachr`", "params key `dpo.distill.teachr`"),
+    ("[results](docs/no_such_page.md)", "docs/no_such_page.md does not exist"),
+    ("[results](#no-such-heading)", "no heading with anchor #no-such-heading"),
+])
+def test_checker_finds_planted_errors(tmp_path, planted, expected):
+    root = scratch_copy(tmp_path)
+    readme = root / "README.md"
+    readme.write_text(readme.read_text(encoding="utf-8") + "\n" + planted + "\n",
+                      encoding="utf-8")
+    errors = check_docs(root)
+    assert any(expected in error for error in errors), errors
+    assert all(error.startswith("README.md:") for error in errors), errors
+
+
+def test_checker_accepts_what_is_right(tmp_path):
+    root = scratch_copy(tmp_path)
+    readme = root / "README.md"
+    readme.write_text(readme.read_text(encoding="utf-8") + "\n" + "\n".join([
+        "`selfreward -v sft --model m0 --ift a --ift b --out m1 --metrics s.json`",
+        "`selfreward eval-judge --model DIR (--pairs F \\| --eft F)`",
+        "`make remote URL=s3://BUCKET/PATH [ENDPOINT=https://HOST]`",
+        "`dvc exp run -S pairs.length_tolerance=0.3 evaluate@1`",
+        "`stages/judge.py`, `metrics/iter1/eval.json`, `${seed_data.ift}`",
+        "[pipeline](docs/pipeline.md#the-stages), [here](#selfreward)",
+    ]) + "\n", encoding="utf-8")
+    assert check_docs(root) == []
