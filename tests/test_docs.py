@@ -82,8 +82,16 @@ def tool_calls(segment: str) -> list[tuple[str, str]]:
     match = TOOL.search(segment)
     if not match:
         return []
-    rest = match.group(2).strip().rstrip("'\"")
-    return [(match.group(1), rest)] if rest else []
+    rest = match.group(2).strip()
+    return [(match.group(1), rest)] if rest.strip("'\"") else []
+
+
+def shell_words(rest: str) -> list[str]:
+    """shlex words; a quote left open by splitting `sh -c '… && …'` is dropped."""
+    try:
+        return shlex.split(rest)
+    except ValueError:
+        return shlex.split(rest.replace("'", " ").replace('"', " "))
 
 
 def makefile_targets(root: Path) -> set[str]:
@@ -140,7 +148,7 @@ def check_selfreward(rest: str, where: str) -> list[str]:
 
 
 def check_make(rest: str, where: str, targets: set[str]) -> list[str]:
-    errors, tokens = [], shlex.split(rest.replace("[", " ").replace("]", " "), posix=True)
+    errors, tokens = [], shell_words(rest.replace("[", " ").replace("]", " "))
     skip_next = False
     for token in tokens:
         if skip_next:
@@ -155,20 +163,26 @@ def check_make(rest: str, where: str, targets: set[str]) -> list[str]:
 
 
 def check_dvc(rest: str, where: str) -> list[str]:
-    from dvc.cli.parser import get_main_parser
+    from unittest import mock
 
-    try:
-        argv = shlex.split(rest)
-    except ValueError as err:
-        return [f"{where}: `dvc {rest}`: {err}"]
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
+    from dvc.cli.parser import DvcParser, get_main_parser
+
+    def fail(parser, message, cmd_cls=None):
+        raise ValueError(message)  # DVC's own error() logs and prints the help instead
+
+    argv = shell_words(rest)
+    with mock.patch.object(DvcParser, "error", fail), \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             get_main_parser().parse_args(argv)
-        except SystemExit as exit_:
+        except ValueError as err:
+            mention = all(re.fullmatch(r"[a-z][a-z-]*", word) for word in argv)
+            if mention and str(err).startswith("the following arguments are required"):
+                return []  # a command named in prose (`dvc add`), not a line to run
+            return [f"{where}: `dvc {rest}` does not parse: {err}"]
+        except SystemExit as exit_:  # --help
             if exit_.code:
-                message = stderr.getvalue().strip().splitlines()[-1:] or ["?"]
-                return [f"{where}: `dvc {rest}` does not parse: {message[0]}"]
+                return [f"{where}: `dvc {rest}` does not parse (exit {exit_.code})"]
     return []
 
 
@@ -179,8 +193,9 @@ def check_params_keys(code: str, where: str, trees: tuple[dict, dict]) -> list[s
     errors = []
     for match in pattern.finditer(code):
         parts = [match.group(1), *match.group(2).lstrip(".").split(".")]
-        if parts[-1] in FILE_EXTS or code[max(0, match.start() - 3):match.start()] == "-m ":
-            continue  # a file name (eval.json) or a Python module (python -m x.y)
+        before = code[max(0, match.start() - 7):match.start()]
+        if parts[-1] in FILE_EXTS or before.endswith("-m ") or before == "field '":
+            continue  # a file name (eval.json), a module (python -m x.y), an error's example
         if not any(has_key(tree, parts) for tree in trees):
             errors.append(f"{where}: params key `{'.'.join(parts)}` is in neither params.yaml "
                           "nor params.gpu.yaml")
