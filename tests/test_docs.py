@@ -246,16 +246,50 @@ def check_links(path: Path, prose: str, root: Path) -> list[str]:
     return errors
 
 
+def repo_files(root: Path) -> set[str]:
+    """Every file of the checkout (relative paths; hidden dirs, virtualenvs, outputs skipped)."""
+    import os
+
+    files = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if d in (".github", ".ci") or not d.startswith((".", "__"))
+                   and d not in ("models",) and not d.endswith((".shards", ".ckpt"))]
+        files.update(str((Path(folder) / n).relative_to(root)) for n in names)
+    return files
+
+
+def check_file_paths(code: str, where: str, files: set[str]) -> list[str]:
+    """A source, template or config file named in code (`data/filters.py`, `templates/judge.txt`;
+    a bare name only for .py) exists: at that path, under src/selfreward/, or as the tail of a
+    path in the checkout. `x_y` is the placeholder of the stage contract."""
+    errors = []
+    for word in code.split():
+        if "://" in word or "x_y" in word or any(c in word for c in "<{*$"):
+            continue
+        for match in re.finditer(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.(?:py|txt|ya?ml))(?![\w/])",
+                                 word):
+            path = match.group(1)
+            if "/" not in path and not path.endswith(".py"):
+                continue
+            if path in files or f"src/selfreward/{path}" in files or any(
+                    f.endswith("/" + path) for f in files):
+                continue
+            errors.append(f"{where}: file `{path}` is not in the checkout")
+    return errors
+
+
 def check_docs(root: Path, seen: set | None = None) -> list[str]:
     """Every problem found in README.md and docs/*.md of the checkout at `root`; `seen` collects
     the (command, option) pairs shown."""
     targets, trees, errors = makefile_targets(root), params_tree(root), []
+    files = repo_files(root)
     for path in doc_files(root):
         pieces, prose = code_pieces(path.read_text(encoding="utf-8"))
         errors += check_links(path, prose, root)
         for line, code, lang in pieces:
             where = f"{path.relative_to(root)}:{line}"
             errors += check_params_keys(code, where, trees)
+            errors += check_file_paths(code, where, files)
             for segment in command_lines(code, lang):
                 for tool, rest in tool_calls(segment):
                     if tool == "selfreward":
@@ -318,6 +352,7 @@ def scratch_copy(tmp_path: Path) -> Path:
     ("`dvc exp run -S judge.sampels=3`", "params key `judge.sampels`"),
     ("`dpo.distill.teachr`", "params key `dpo.distill.teachr`"),
     ("[results](docs/no_such_page.md)", "docs/no_such_page.md does not exist"),
+    ("the filters (`src/selfreward/filters.py`)", "file `src/selfreward/filters.py` is not in"),
     ("[results](#no-such-heading)", "no heading with anchor #no-such-heading"),
 ])
 def test_checker_finds_planted_errors(tmp_path, planted, expected):
