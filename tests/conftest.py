@@ -50,7 +50,7 @@ def official_seed_tasks() -> Path:
     """Path of the 175 official Self-Instruct seed tasks; the test skips where they are absent."""
     if not SHARED_SEED_TASKS.is_file():
         pytest.skip(f"external test data absent: {SHARED_SEED_TASKS} (the 175 official "
-                    "Self-Instruct seed tasks; see README, 'Self-Instruct')")
+                    "Self-Instruct seed tasks; see docs/data.md)")
     return SHARED_SEED_TASKS
 
 

@@ -57,8 +57,8 @@ def test_tie_break_is_documented():
     root = Path(__file__).resolve().parents[1]
     assert re.search(r"^  tie_break: random +# .*shortest.*longest", (root / "params.yaml")
                      .read_text(), re.MULTILINE)
-    readme = (root / "README.md").read_text()
-    assert "pairs.tie_break" in readme and "pairs.seed" in readme
+    docs = "".join(p.read_text() for p in [root / "README.md", *(root / "docs").glob("*.md")])
+    assert "pairs.tie_break" in docs and "pairs.seed" in docs
 
 
 def test_length_control_prefers_the_shortest_near_the_top():

@@ -109,7 +109,7 @@ def _dataset_rows(name: str) -> Iterator[tuple[str, int, dict]]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"not a local file or directory, and loading it as a dataset id through "
                         f"`datasets` failed ({first}). On a machine without network, download "
-                        "the export elsewhere (README: Seed data from Open Assistant) and pass "
+                        "the export elsewhere (docs/data.md, Open Assistant) and pass "
                         "the file", file=name) from None
     for split in sorted(loaded):  # e.g. oasst1's train and validation together
         for row, obj in enumerate(loaded[split], start=1):

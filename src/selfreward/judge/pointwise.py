@@ -37,7 +37,7 @@ def load_responses(path: str) -> list[dict]:
 
 def judge_rows(engine, rows: list[dict], params: JudgeParams, shard_size: int,
                output: str | Path, key: str | dict) -> tuple[list[dict], dict]:
-    """Score every response of every row; returns judgment rows (contract in the README):
+    """Score every response of every row; returns judgment rows (contract in docs/data.md):
     `scores` (K per response, null = unparseable), `parsed` (how many of the K parsed) and
     `mean` (over the parsed ones)."""
 
