@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("launch", lambda: check_launch(model, work, clock, torch.cuda.device_count()))):
             try:
                 checks.append(run())
-            except Exception as exc:  # one broken path must not hide the others' results
+            except Exception as exc:  # noqa: BLE001 (one broken path must not hide the others)
                 checks.append(check(name, "failed", 0, f"{type(exc).__name__}: {exc}"))
             print(json.dumps(checks[-1]), flush=True)
     report = build_report(checks, machine_info(), args.model or "embedded SmolLM2-135M-Instruct",

@@ -178,8 +178,9 @@ MEMORY = """\
 
 
 def render(gen: list[dict], train: list[dict], est: dict) -> str:
-    lines = ["| stage | calls | samples | read tokens/call | read (x samples) | generated (cap) "
-             "| scaled by |", "|---|---|---|---|---|---|---|"]
+    head = ("| stage | calls | samples | read tokens/call | read (x samples) | generated (cap) "
+            "| scaled by |")
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for r in gen:
         if not r["calls"]:
             lines.append(f"| {r['stage']} | 0 | | | | | {r['note']} |")
