@@ -162,6 +162,7 @@ def _metrics(repo: Path, name: str) -> dict:
     return json.loads((repo / "metrics" / name).read_text())
 
 
+@pytest.mark.slow  # ~10 min on 2 busy cores: 30 stages, 4 two-process launches
 def test_gpu_profile_runs_end_to_end(rehearsal):
     repo, ran = rehearsal["repo"], rehearsal["ran"]
     stages = run(repo, "dvc", "stage", "list", "--name-only").split()
@@ -217,6 +218,7 @@ def _strategies() -> list:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", _strategies())
 def test_other_strategies_retrain_dpo(rehearsal, strategy):
     """The profile's fsdp ran above; each other strategy CPU can run retrains dpo@1 alone."""
