@@ -210,6 +210,37 @@ def test_gpu_profile_runs_end_to_end(rehearsal):
     assert not list(repo.rglob("*.shards")) and not list(repo.rglob(".*.tmp"))
 
 
+@pytest.mark.slow
+def test_cost_sheet_counts_the_rehearsal_and_scales_it_to_the_profile(rehearsal):
+    """benchmarks/gpu_cost.py on the rehearsal's metrics: the calls per stage follow the
+    profile's counts (prompts x N responses, K judgments each), tokens read and trained > 0."""
+    spec = importlib.util.spec_from_file_location("gpu_cost", ROOT / "benchmarks/gpu_cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    repo = rehearsal["repo"]
+    gpu = yaml.safe_load((ROOT / "params.gpu.yaml").read_text())
+    used = yaml.safe_load((repo / "params.yaml").read_text())
+    gen = {r["stage"]: r for r in cost.generation_rows(repo, gpu, used)}
+    count, n, k = gpu["prompts"]["count"], gpu["responses"]["n"], gpu["judge"]["samples"]
+    for t in ("1", "2"):
+        assert gen[f"prompts@{t}"]["calls"] == 0  # SELF-INSTRUCT tasks: nothing generated
+        assert (gen[f"responses@{t}"]["calls"], gen[f"responses@{t}"]["samples"]) == (count, n)
+        judge = gen[f"judge@{t}"]
+        assert (judge["calls"], judge["samples"]) == (count * n, k)
+        assert judge["read"] == pytest.approx(k * judge["read_once"], rel=1e-3)
+        assert judge["generated"] == count * n * k * gpu["judge"]["max_new_tokens"]
+    assert gen["self_instruct"]["calls"] > 0 and gen["seed_judge@oasst1"]["read"] > 0
+    assert {f"ifeval@m{i}" for i in range(4)} <= set(gen)
+    train = {r["stage"]: r for r in cost.training_rows(repo, gpu)}
+    assert set(train) == {"seed_sft@oasst1", "sft", "dpo@1", "dpo@2"}
+    assert all(r["tokens"] > 0 for r in train.values())
+    est = cost.hours(list(gen.values()), list(train.values()))
+    assert set(est) == set(cost.MODELS)
+    assert all(0 < h < 1e5 for per in est.values() for h in per.values())
+    assert est["70B"]["sft"] > est["7B"]["sft"] > est["1.7B"]["sft"]
+    assert "| **total** |" in cost.render(list(gen.values()), list(train.values()), est)
+
+
 def _strategies() -> list:
     out = [pytest.param("ddp", id="ddp")]
     reason = "DeepSpeed is not installed (the gpu image lacks it too: docs/scaling.md)"
