@@ -210,15 +210,27 @@ TRAIN = {"max_steps": 4, "batch_size": 2, "max_length": 256, "save_steps": 0,
          "precision": "auto", "gradient_checkpointing": True}
 
 
+def sft_dpo_params() -> dict:
+    """In-process training (1 GPU, ddp), bf16 autocast where supported, float32 saves."""
+    return {"base": {"dtype": "float32"}, "launch": {"num_processes": 1, "strategy": "ddp"},
+            "sft": {**TRAIN, "learning_rate": 1e-5, "final_learning_rate": 1e-6},
+            "dpo": {**TRAIN, "learning_rate": 1e-6, "final_learning_rate": 1e-7}}
+
+
+def launch_params(strategy: str, gpus: int) -> dict:
+    """SFT under `strategy` with one process per GPU present."""
+    return {"base": {"dtype": "float32"},
+            "launch": {"num_processes": gpus, "strategy": strategy},
+            "sft": {**TRAIN, "learning_rate": 1e-5, "final_learning_rate": 1e-6}}
+
+
 def check_sft_dpo(model: Path, work: Path, clock: Clock) -> dict:
     t0 = time.monotonic()
     if clock.left() < 120:
         return check("sft_dpo_bf16", "skipped", 0, "out of time")
     ift = work / "ift.jsonl"
     ift.write_text("".join((ROOT / "data/seed/ift.jsonl").read_text().splitlines(True)[:16]))
-    params = {"base": {"dtype": "float32"}, "launch": {"num_processes": 1, "strategy": "ddp"},
-              "sft": {**TRAIN, "learning_rate": 1e-5},
-              "dpo": {**TRAIN, "learning_rate": 1e-6, "final_learning_rate": 1e-7}}
+    params = sft_dpo_params()
     code, log = run_stage(["sft", "--model", str(model), "--ift", str(ift), "--out",
                            str(work / "sft"), "--metrics", str(work / "sft.json")],
                           params, work, clock.left() / 2)
@@ -260,9 +272,7 @@ def check_launch(model: Path, work: Path, clock: Clock, gpus: int) -> dict:
             return check("launch", "skipped", 0, "launch.strategy zero3 needs deepspeed, "
                          "which is not installed (docs/scaling.md)")
     ift = work / "ift.jsonl"
-    params = {"base": {"dtype": "float32"},
-              "launch": {"num_processes": gpus, "strategy": strategy},
-              "sft": {**TRAIN, "learning_rate": 1e-5}}
+    params = launch_params(strategy, gpus)
     code, log = run_stage(["sft", "--model", str(model), "--ift", str(ift), "--out",
                            str(work / "launched"), "--metrics", str(work / "launched.json")],
                           params, work, clock.left())

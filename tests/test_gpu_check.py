@@ -80,3 +80,13 @@ def test_dpo_pairs_it_trains_on_load_as_the_dpo_stage_reads_them(tmp_path):
     rows = load_pairs(str(gpu_check.write_pairs(tmp_path / "pairs.jsonl", 16)))
     assert len(rows) == 16
     assert all(r["chosen"][0]["content"] != r["rejected"][0]["content"] for r in rows)
+
+
+@pytest.mark.parametrize("params", [gpu_check.sft_dpo_params(),
+                                    gpu_check.launch_params("fsdp", 8),
+                                    gpu_check.launch_params("fsdp", 1)])
+def test_the_params_it_trains_with_are_valid(params):
+    from selfreward.config.params import Params
+
+    p = Params.model_validate(params)
+    assert p.base.dtype == "float32" and p.sft.precision == "auto"  # bf16 autocast on a GPU
