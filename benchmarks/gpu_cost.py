@@ -61,9 +61,12 @@ def generation_rows(reh: Path, gpu: dict, used: dict) -> list[dict]:
     """One row per generating stage: calls, read and generated tokens at the profile's scale."""
     metrics = reh / "metrics"
     iters = sorted(gpu["iterations"])
-    specs = [("self_instruct", metrics / "self_instruct.json",
-              gpu["self_instruct"]["count"] / used["self_instruct"]["count"],
-              gpu["self_instruct"]["max_new_tokens"], 0, "tasks")]
+    # SELF-INSTRUCT: calls per attempt as the rehearsal made them, up to the profile's
+    # max_attempts (an upper bound: SmolLM2 keeps more of its attempts than the tiny model).
+    si = metrics / "self_instruct.json"
+    attempts = load(si).get("attempts", 0) if si.exists() else 0
+    specs = [("self_instruct", si, gpu["self_instruct"]["max_attempts"] / max(1, attempts),
+              gpu["self_instruct"]["max_new_tokens"], 0, "attempts, up to max_attempts")]
     for name in sorted(gpu["oasst"]["exports"]):
         m = metrics / "seed" / name / "judge.json"
         groups = load(m)["groups_judged"] if m.exists() else 1
@@ -150,7 +153,7 @@ def training_rows(reh: Path, gpu: dict) -> list[dict]:
 
 
 def hours(gen: list[dict], train: list[dict]) -> dict:
-    """{model: {stage: hours}} on one H100 (70B generation: 8 GPUs, hours of the node)."""
+    """{model: {stage: H100-hours}}: GPU-hours (70B generation runs on 8 GPUs: 8 x its hours)."""
     out = {}
     for size, spec in MODELS.items():
         n = spec["params"]
@@ -159,8 +162,8 @@ def hours(gen: list[dict], train: list[dict]) -> dict:
         for r in gen:
             if r["calls"]:
                 # vLLM's prefix caching reads a prompt once for its samples.
-                per[r["stage"]] = (r["read_once"] / prefill_tps
-                                   + r["generated"] / spec["decode_tps"]) / 3600
+                per[r["stage"]] = spec["gpus_for_generation"] * (
+                    r["read_once"] / prefill_tps + r["generated"] / spec["decode_tps"]) / 3600
         for r in train:
             flops_per_token = (10 if r["kind"] == "dpo" else 8) * n
             per[r["stage"]] = r["tokens"] * flops_per_token / (MFU_TRAIN * PEAK_FLOPS) / 3600
@@ -194,7 +197,7 @@ def render(gen: list[dict], train: list[dict], est: dict) -> str:
         lines.append(f"| {r['stage']} | {r['examples']:,} | {r['tokens_per_example']:,} | "
                      f"{r['tokens']:,} |")
     stages = [r["stage"] for r in gen if r["calls"]] + [r["stage"] for r in train]
-    lines += ["", "| stage | " + " | ".join(f"{s} h" for s in MODELS) + " |",
+    lines += ["", "| stage | " + " | ".join(f"{s}: H100-hours" for s in MODELS) + " |",
               "|---|" + "---|" * len(MODELS)]
     for s in stages:
         lines.append(f"| {s} | " + " | ".join(f"{est[m][s]:.2f}" for m in MODELS) + " |")

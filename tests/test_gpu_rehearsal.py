@@ -238,6 +238,7 @@ def test_cost_sheet_counts_the_rehearsal_and_scales_it_to_the_profile(rehearsal)
     assert set(est) == set(cost.MODELS)
     assert all(0 < h < 1e5 for per in est.values() for h in per.values())
     assert est["70B"]["sft"] > est["7B"]["sft"] > est["1.7B"]["sft"]
+    assert gen["self_instruct"]["unit"].startswith("attempts")
     assert "| **total** |" in cost.render(list(gen.values()), list(train.values()), est)
 
 
