@@ -131,6 +131,13 @@ def seed_chats(count: int) -> tuple[list[str], list[str]]:
             [r["messages"][-1]["content"] for r in rows])
 
 
+def write_ift(work: Path) -> Path:
+    """The first 16 seed IFT conversations, the SFT data of the training checks."""
+    ift = work / "ift.jsonl"
+    ift.write_text("".join((ROOT / "data/seed/ift.jsonl").read_text().splitlines(True)[:16]))
+    return ift
+
+
 def write_pairs(path: Path, count: int) -> Path:
     """DPO pairs from the seed IFT: the reference answer chosen, its first sentence rejected."""
     prompts, answers = seed_chats(count)
@@ -228,8 +235,7 @@ def check_sft_dpo(model: Path, work: Path, clock: Clock) -> dict:
     t0 = time.monotonic()
     if clock.left() < 120:
         return check("sft_dpo_bf16", "skipped", 0, "out of time")
-    ift = work / "ift.jsonl"
-    ift.write_text("".join((ROOT / "data/seed/ift.jsonl").read_text().splitlines(True)[:16]))
+    ift = write_ift(work)
     params = sft_dpo_params()
     code, log = run_stage(["sft", "--model", str(model), "--ift", str(ift), "--out",
                            str(work / "sft"), "--metrics", str(work / "sft.json")],
@@ -271,7 +277,7 @@ def check_launch(model: Path, work: Path, clock: Clock, gpus: int) -> dict:
         if importlib.util.find_spec("deepspeed") is None:
             return check("launch", "skipped", 0, "launch.strategy zero3 needs deepspeed, "
                          "which is not installed (docs/scaling.md)")
-    ift = work / "ift.jsonl"
+    ift = write_ift(work)
     params = launch_params(strategy, gpus)
     code, log = run_stage(["sft", "--model", str(model), "--ift", str(ift), "--out",
                            str(work / "launched"), "--metrics", str(work / "launched.json")],

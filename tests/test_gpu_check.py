@@ -90,3 +90,21 @@ def test_the_params_it_trains_with_are_valid(params):
 
     p = Params.model_validate(params)
     assert p.base.dtype == "float32" and p.sft.precision == "auto"  # bf16 autocast on a GPU
+
+
+def test_training_checks_run_their_commands_and_report_what_cpu_lacks(tiny_model, tmp_path):
+    """The training checks' own code path on CPU: the stages run and their metrics are read; on
+    CPU there is no bf16 autocast, so sft_dpo_bf16 fails and says so, with update_kept 1.0; the
+    launch check with one process trains through the profile's strategy (fsdp)."""
+    clock = gpu_check.Clock(600)
+    result = gpu_check.check_sft_dpo(tiny_model, tmp_path, clock)
+    assert result["status"] == "failed", result
+    assert "trained in fp32, not bf16 autocast" in result["reason"]
+    assert "kept" not in result["reason"]  # the float32 save kept the update
+    assert result["figures"]["dpo"]["update_kept"] == 1.0
+    assert result["figures"]["sft"]["steps"] == 4
+    launched = gpu_check.check_launch(tiny_model, tmp_path, clock, 1)
+    assert launched["status"] == "passed", launched
+    assert launched["figures"]["strategy"] == "fsdp" and launched["figures"]["num_processes"] == 1
+    assert gpu_check.check_launch(tiny_model, tmp_path, gpu_check.Clock(10), 1)["reason"] == \
+        "out of time"
