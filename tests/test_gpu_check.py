@@ -92,6 +92,7 @@ def test_the_params_it_trains_with_are_valid(params):
     assert p.base.dtype == "float32" and p.sft.precision == "auto"  # bf16 autocast on a GPU
 
 
+@pytest.mark.slow  # 3 training runs: 6 min on 2 busy cores
 def test_training_checks_run_their_commands_and_report_what_cpu_lacks(tiny_model, tmp_path):
     """The training checks' own code path on CPU: the stages run and their metrics are read; on
     CPU there is no bf16 autocast, so sft_dpo_bf16 fails and says so, with update_kept 1.0; the
