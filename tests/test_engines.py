@@ -90,6 +90,12 @@ def test_ignore_eos_generates_exactly_max_new_tokens(tiny_model):
     assert eng.stats.generated_tokens == len(CHATS) * 2 * 6
     assert eng.stats.prompts == len(CHATS)
     assert eng.stats.as_dict()["tokens_per_second"] > 0
+    # Prompt tokens: once per prompt as encoded, and times the 2 samples (the cost sheet's reads).
+    texts = [eng.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+             for c in CHATS]
+    lengths = [len(eng.tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert eng.stats.prompt_tokens == sum(lengths) > 0
+    assert eng.stats.prompt_tokens_x_samples == 2 * sum(lengths)
 
 
 def _manual_digit_probs(engine, chat) -> list[float]:

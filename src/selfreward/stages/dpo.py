@@ -47,13 +47,17 @@ def pair_counts(pairs: int, dataset, max_length: int | None) -> dict:
     """What TRL kept of the pairs: `dataset` is the trainer's tokenized train set, from which
     pairs whose prompt alone fills `max_length` were dropped; a kept pair whose prompt + chosen
     or prompt + rejected is longer than `max_length` is truncated (its answer end is cut)."""
-    truncated = 0
-    if max_length is not None:
-        for prompt, chosen, rejected in zip(dataset["prompt_ids"], dataset["chosen_ids"],
-                                            dataset["rejected_ids"]):
-            truncated += len(prompt) + max(len(chosen), len(rejected)) > max_length
+    truncated = tokens = 0
+    cap = max_length or float("inf")
+    for prompt, chosen, rejected in zip(dataset["prompt_ids"], dataset["chosen_ids"],
+                                        dataset["rejected_ids"]):
+        truncated += len(prompt) + max(len(chosen), len(rejected)) > cap
+        # One epoch's forward tokens per policy pass: prompt + chosen and prompt + rejected,
+        # each cut at max_length (the cost sheet's "tokens trained", docs/gpu.md).
+        tokens += min(len(prompt) + len(chosen), cap) + min(len(prompt) + len(rejected), cap)
     return {"pairs": pairs, "pairs_kept": len(dataset),
-            "pairs_dropped_for_length": pairs - len(dataset), "pairs_truncated": truncated}
+            "pairs_dropped_for_length": pairs - len(dataset), "pairs_truncated": truncated,
+            "pair_tokens": int(tokens)}
 
 
 def run_dpo(*, params: Params, model_dir: str | Path, pairs_path: str, out_dir: str | Path,

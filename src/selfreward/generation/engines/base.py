@@ -29,6 +29,10 @@ class EngineStats:
 
     prompts: int = 0
     generated_tokens: int = 0
+    # Prompt tokens as encoded, once per prompt, and times the samples drawn from each (what an
+    # engine without prefix caching prefills): the cost sheet's "tokens read" (docs/gpu.md).
+    prompt_tokens: int = 0
+    prompt_tokens_x_samples: int = 0
     truncated_prompts: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -36,6 +40,8 @@ class EngineStats:
     def as_dict(self) -> dict:
         tps = self.generated_tokens / self.seconds if self.seconds else 0.0
         return {"prompts": self.prompts, "generated_tokens": self.generated_tokens,
+                "prompt_tokens": self.prompt_tokens,
+                "prompt_tokens_x_samples": self.prompt_tokens_x_samples,
                 "truncated_prompts": self.truncated_prompts, "seconds": round(self.seconds, 3),
                 "tokens_per_second": round(tps, 2), **self.extra}
 
@@ -76,6 +82,7 @@ def encode_chats(tok, chats: list[list[dict]], limit: int, stats: EngineStats) -
         if len(ids) > limit:
             stats.truncated_prompts += 1
             ids = ids[-limit:]
+        stats.prompt_tokens += len(ids)
         out.append(ids)
     return out
 

@@ -114,6 +114,7 @@ class HFEngine:
         t0 = time.perf_counter()
         seqs = encode_chats(self.tok, chats, self.max_model_len - sampling.max_new_tokens,
                             self.stats)
+        self.stats.prompt_tokens_x_samples += sum(map(len, seqs)) * sampling.n
         torch.manual_seed(sampling.seed)
         self._attention(decoding=True)
         # Longest first, so each batch pads little and an out-of-memory error comes early.
@@ -155,6 +156,7 @@ class HFEngine:
         t0 = time.perf_counter()
         prefix_ids, digit_ids = digit_prefix_ids(self.tok, assistant_prefix)
         base = encode_chats(self.tok, chats, self.max_model_len - len(prefix_ids) - 1, self.stats)
+        self.stats.prompt_tokens_x_samples += sum(map(len, base))
         seqs = [s + prefix_ids for s in base]
         self._attention(decoding=False)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))

@@ -89,6 +89,7 @@ class VLLMEngine:
         t0 = time.perf_counter()
         seqs = encode_chats(self.tok, chats, self.max_model_len - sampling.max_new_tokens,
                             self.stats)
+        self.stats.prompt_tokens_x_samples += sum(map(len, seqs)) * sampling.n
         greedy = sampling.temperature <= 0
         # Greedy samples are all alike and vLLM refuses n > 1 for them: decode once, repeat.
         n = 1 if greedy else sampling.n
@@ -115,6 +116,7 @@ class VLLMEngine:
         t0 = time.perf_counter()
         prefix_ids, digit_ids = digit_prefix_ids(self.tok, assistant_prefix)
         base = encode_chats(self.tok, chats, self.max_model_len - len(prefix_ids) - 1, self.stats)
+        self.stats.prompt_tokens_x_samples += sum(map(len, base))
         # logprob_token_ids returns the raw log-probabilities of exactly these tokens, however
         # unlikely: no top-k cut-off can drop a digit.
         params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=digit_ids)
