@@ -64,21 +64,70 @@ def test_tie_break_is_documented():
 def test_length_control_prefers_the_shortest_near_the_top():
     r = row([4.9, 5.0, 2.0, 4.0], ["medium length", "a much much longer answer", "bad", "ok"])
     assert select_pair(r, PairsParams(min_margin=0.1)) == (1, 2)
-    assert select_pair(r, PairsParams(min_margin=0.1, length_tolerance=0.2)) == (0, 2)
-    assert select_pair(r, PairsParams(min_margin=0.1, length_tolerance=1.5)) == (3, 2)
+    # rho 0.1: chosen window [4.7, 5] = {0, 1}, rejected window [2, 2.3] = {2}
+    assert select_pair(r, PairsParams(min_margin=0.1, length_rho=0.1)) == (0, 2)
+    # rho 0.5: both windows meet at 3.5: chosen from {0, 1, 3}, rejected from {2}
+    assert select_pair(r, PairsParams(min_margin=0.1, length_rho=0.5)) == (3, 2)
+
+
+# S_max 5, S_min 1; lengths 40, 10, 5, 8, 30 characters
+SPREAD = row([5.0, 4.6, 3.0, 1.0, 1.5], ["a" * 40, "b" * 10, "c" * 5, "d" * 8, "e" * 30])
+
+
+@pytest.mark.parametrize("means, texts, rho, expected", [
+    # rho 0: today's max/min
+    (SPREAD["mean"], SPREAD["responses"], 0.0, (0, 3)),
+    # rho 0.1: chosen in [0.9*5 + 0.1*1, 5] = [4.6, 5] (4.6 sits on the bound): the shorter, 1;
+    # rejected in [1, 1.4]: 3 alone (1.5 is out)
+    (SPREAD["mean"], SPREAD["responses"], 0.1, (1, 3)),
+    # rho 0.5: chosen in [3, 5] -> shortest is 2 (5 chars); rejected in [1, 3] -> longest is 4
+    (SPREAD["mean"], SPREAD["responses"], 0.5, (2, 4)),
+    # equal lengths and equal scores in a window: the first answer
+    ([4.0, 4.0, 1.0, 1.0], ["abcd", "wxyz", "aa", "bb"], 0.1, (0, 2)),
+    # equal lengths, different scores: the higher chosen, the lower rejected
+    ([4.8, 5.0, 1.2, 1.0], ["aaaa", "bbbb", "cc", "dd"], 0.1, (1, 3)),
+    # all scores equal: no pair at any rho
+    ([3.0, 3.0, 3.0], ["a", "bb", "ccc"], 0.5, "tie"),
+    # rho 0.5: the middle answer is both the shortest on top and the longest below: no pair
+    ([5.0, 3.0, 1.0], ["aaaa", "bbb", "cc"], 0.5, "tie"),
+    # a window pick that leaves less than min_margin between chosen and rejected
+    ([1.15, 1.08, 1.0], ["long answer", "x", "yy"], 0.5, "tie"),
+])
+def test_length_control_by_hand(means, texts, rho, expected):
+    assert select_pair(row(means, texts), PairsParams(min_margin=0.1, length_rho=rho)) == expected
+
+
+def test_length_control_counts_the_picks_it_changed():
+    counts = {}
+    for rho in (0.0, 0.1, 0.5):
+        _, stats = select_pairs([SPREAD, SPREAD], PairsParams(length_rho=rho))
+        counts[rho] = (stats["length_changed_chosen"], stats["length_changed_rejected"])
+        assert stats["length_rho"] == rho and stats["pairs"] == 2
+    assert counts == {0.0: (0, 0), 0.1: (2, 0), 0.5: (2, 2)}
+
+
+def test_length_rho_is_bounded_and_replaces_length_tolerance():
+    with pytest.raises(ValueError, match="length_rho"):
+        PairsParams(length_rho=0.6)
+    with pytest.raises(ValueError, match="length_tolerance"):
+        PairsParams(length_tolerance=0.2)
 
 
 def test_select_pairs_trl_format_and_stats():
     rows = [row([3.0, 1.0]), row([2.0, 2.0]), row([None, None])]
     pairs, stats = select_pairs(rows, PairsParams())
-    assert stats == {"prompts": 3, "pairs": 1, "dropped_too_few_valid": 1, "dropped_tie": 1,
-                     "mean_margin": 2.0, "chosen_mean_words": 2.0, "rejected_mean_words": 2.0,
-                     "tie_break": "random", "ties_broken_chosen": 0, "ties_broken_rejected": 0}
+    assert stats == {"source": "self_judged", "prompts": 3, "pairs": 1,
+                     "dropped_too_few_valid": 1, "dropped_tie": 1, "dropped_no_source_answer": 0,
+                     "dropped_identical": 0, "mean_margin": 2.0, "chosen_mean_words": 2.0,
+                     "rejected_mean_words": 2.0, "length_rho": 0.0, "length_changed_chosen": 0,
+                     "length_changed_rejected": 0, "tie_break": "random",
+                     "ties_broken_chosen": 0, "ties_broken_rejected": 0}
     p = pairs[0]
     assert p["prompt"] == [{"role": "user", "content": "q"}]
     assert p["chosen"] == [{"role": "assistant", "content": "answer 0"}]
     assert p["rejected"] == [{"role": "assistant", "content": "answer 1"}]
     assert (p["score_chosen"], p["score_rejected"]) == (3.0, 1.0)
+    assert p["source"] == "self_judged"
 
 
 def test_zero_pairs_fails_with_counts_and_advice(tmp_path):

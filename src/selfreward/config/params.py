@@ -257,16 +257,26 @@ class JudgeParams(Section):
 
 
 class PairsParams(Section):
-    """Stage pairs: highest vs lowest mean score per prompt."""
+    """Stage pairs (docs/pairs.md): a chosen and a rejected answer per prompt, from the source
+    `source`; stage source_answers writes the answers spin, anchored and teacher need."""
 
+    source: Literal["self_judged", "spin", "anchored", "teacher"] = Field(
+        "self_judged", description="self_judged: M_t's best vs worst | spin: seed answer vs "
+        "M_t's | anchored: M_t's best vs M1's worst | teacher: the teacher's best vs M_t's worst")
     min_margin: Positive = Field(0.1, description="least score gap of a pair: > 0, ties dropped")
-    length_tolerance: NonNegative = Field(
-        0.0, description="chosen = the shortest answer this close to the top score (0 = off)")
+    length_rho: Annotated[float, Field(ge=0, le=0.5), YAML_NUMBER] = Field(
+        0.0, description="length control rho: chosen = the shortest scoring in the top rho of "
+        "the score range, rejected = the longest in the bottom rho (0 = plain max/min)")
     min_valid: PositiveInt = Field(2, description="valid scores a prompt needs")
     # A fixed length rule puts a length bias into the DPO data.
     tie_break: Literal["random", "shortest", "longest"] = Field(
         "random", description="among equal top or lowest scores: random (seeded) or by length")
     seed: Seed = 0
+    source_samples: PositiveInt = Field(
+        1, description="answers per prompt the source model writes (spin, anchored, teacher)")
+    spin_prompts: NonNegativeInt = Field(
+        0, description="spin: seeded subset of the seed IFT prompts M_t answers (0 = all)")
+    teacher: str = Field("models/m0", description="teacher checkpoint dir (source teacher)")
 
 
 class EndpointSettings(Section):
