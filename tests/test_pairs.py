@@ -142,3 +142,91 @@ def test_zero_pairs_fails_with_counts_and_advice(tmp_path):
     assert "no preference pairs from 2 prompts" in res.output
     assert "1 with < 2 valid scores, 1 ties" in res.output and "judge.mode=logprob" in res.output
     assert not out.exists() and not (tmp_path / "m.json").exists()
+
+
+# Pair sources other than self_judged: the source_answers stage's rows joined by id.
+def judged(row_id, means, texts, source=None, **extra):
+    out = {"id": row_id, "prompt": f"prompt {row_id}", "responses": texts, "mean": means, **extra}
+    return {**out, "source": source} if source else out
+
+
+def test_spin_pairs_from_seed_data():
+    """chosen = the seed answer, rejected = each of M_t's answers; no scores; an answer equal
+    to the seed answer makes no pair."""
+    source_rows = [
+        judged("seed0", [None], ["my answer"], "spin", reference="The seed answer."),
+        judged("seed1", [None, None], [" Same. ", "Other."], "spin", reference="Same."),
+    ]
+    pairs, stats = select_pairs([], PairsParams(source="spin"), source_rows)
+    assert [(p["id"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("seed0", "The seed answer.", "my answer"), ("seed1", "Same.", "Other.")]
+    assert all(p["source"] == "spin" and p["score_chosen"] is None for p in pairs)
+    assert pairs[0]["prompt"] == [{"role": "user", "content": "prompt seed0"}]
+    assert (stats["prompts"], stats["pairs"], stats["dropped_identical"]) == (2, 2, 1)
+
+
+def test_anchored_pairs_take_the_current_best_and_the_anchor_worst():
+    current = [judged("a", [4.0, 2.5], ["cur best, a long one", "cur short"]),
+               judged("b", [3.0, 3.0], ["b1", "b2"]),
+               judged("c", [5.0, 1.0], ["c1", "c2"])]
+    anchor = [judged("a", [3.0, 1.0, 2.0], ["m1 x", "m1 worst", "m1 y"], "anchored"),
+              judged("b", [2.95], ["m1 b"], "anchored")]  # margin 0.05: dropped
+    pairs, stats = select_pairs(current, PairsParams(source="anchored"), anchor)
+    assert [(p["id"], p["chosen"][0]["content"], p["rejected"][0]["content"],
+             p["score_chosen"], p["score_rejected"]) for p in pairs] == [
+        ("a", "cur best, a long one", "m1 worst", 4.0, 1.0)]
+    assert (stats["dropped_tie"], stats["dropped_no_source_answer"]) == (1, 1)
+    assert pairs[0]["source"] == "anchored"
+    # with rho, the window of each side is taken in its own pool: chosen from M_t's answers
+    # in [0.5*4 + 0.5*1, 4] = [2.5, 4] (the shorter, "cur short"), rejected from M1's in
+    # [1, 2.5] (the longest, "m1 worst")
+    pairs, _ = select_pairs(current[:1], PairsParams(source="anchored", length_rho=0.5),
+                            anchor[:1])
+    assert (pairs[0]["chosen"][0]["content"], pairs[0]["rejected"][0]["content"]) == (
+        "cur short", "m1 worst")
+
+
+@pytest.mark.parametrize("margin, kept", [(0.5, ["a", "b"]), (1.0, ["a", "b"]), (1.5, ["a"]), (3.6, [])])
+def test_teacher_pairs_keep_only_a_margin_above_min_margin(margin, kept):
+    """chosen = the teacher's best answer, rejected = the student's lowest-scored one, kept
+    when the judge's margin >= pairs.min_margin."""
+    student = [judged("a", [3.0, 1.0], ["s good", "s bad"]),
+               judged("b", [2.0, 4.0], ["s low", "s high"])]
+    teacher = [judged("a", [4.5, 3.0], ["t best", "t other"], "teacher"),  # margin 3.5
+               judged("b", [3.0], ["t only"], "teacher")]  # margin 1.0
+    pairs, stats = select_pairs(student, PairsParams(source="teacher", min_margin=margin),
+                                teacher)
+    assert [p["id"] for p in pairs] == kept
+    expected = {"a": ("t best", "s bad", 4.5, 1.0), "b": ("t only", "s low", 3.0, 2.0)}
+    for p in pairs:
+        assert (p["chosen"][0]["content"], p["rejected"][0]["content"], p["score_chosen"],
+                p["score_rejected"]) == expected[p["id"]]
+        assert p["source"] == "teacher"
+    assert stats["dropped_tie"] == 2 - len(kept)
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_pairs_command_reads_two_answer_files(tmp_path):
+    """The command joins judgments.jsonl and the source_answers file (anchored) and records the
+    source of each pair; a file written for another source is refused with its line."""
+    judgments = _write(tmp_path / "j.jsonl", [judged("a", [4.0, 2.0], ["cur 1", "cur 2"])])
+    anchor = _write(tmp_path / "s.jsonl",
+                    [judged("a", [1.0, 3.0], ["m1 worst", "m1 other"], "anchored")])
+    (tmp_path / "params.yaml").write_text("pairs:\n  source: anchored\n")
+    out = tmp_path / "pairs.jsonl"
+    args = ["pairs", "--params", str(tmp_path / "params.yaml"), "--judgments", judgments,
+            "--source-answers", anchor, "--out", str(out), "--metrics", str(tmp_path / "m.json")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    [pair] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (pair["chosen"][0]["content"], pair["rejected"][0]["content"], pair["source"]) == (
+        "cur 1", "m1 worst", "anchored")
+    assert json.loads((tmp_path / "m.json").read_text())["source"] == "anchored"
+    (tmp_path / "params.yaml").write_text("pairs:\n  source: teacher\n")
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and f"{anchor}:1" in res.output and "source" in res.output
+    assert "'anchored', not 'teacher'" in res.output and not out.exists()
