@@ -230,3 +230,22 @@ def test_pairs_command_reads_two_answer_files(tmp_path):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2 and f"{anchor}:1" in res.output and "source" in res.output
     assert "'anchored', not 'teacher'" in res.output and not out.exists()
+
+
+def test_each_pairs_param_reruns_only_the_stages_that_read_it():
+    """dvc.yaml: the source params rerun source_answers@t and pairs@t; the selection params
+    (rho, margin, ties) rerun pairs@t only; every pairs param is documented in docs/pairs.md."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    answers = set(stages["source_answers"]["do"]["params"])
+    assert stages["pairs"]["do"]["params"] == ["pairs"]
+    assert {"pairs.source", "pairs.source_samples", "pairs.spin_prompts",
+            "pairs.teacher"} <= answers
+    assert not answers & {"pairs", "pairs.length_rho", "pairs.min_margin", "pairs.tie_break",
+                          "pairs.min_valid"}
+    assert "data/iter${key}/source_answers.jsonl" in stages["pairs"]["do"]["deps"]
+    docs = (root / "docs" / "pairs.md").read_text()
+    assert all(f"pairs.{name}" in docs for name in PairsParams.model_fields)
+    assert "length_tolerance" not in (root / "params.yaml").read_text()
