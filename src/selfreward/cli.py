@@ -234,11 +234,27 @@ def source_answers(**options) -> None:
     run_source_answers(**options)
 
 
+@main.command("meta-judge")
+@with_params
+@MODEL
+@_path("--judgments", "judgments_path", "judgments.jsonl of judge.mode sample.")
+@_path("--out", "out_path", "Judge-training pairs JSONL to write (source meta_judge).")
+@_path("--metrics", "metrics_path", "Metrics JSON (parse rates, order agreement, pairs).")
+def meta_judge(**options) -> None:
+    """Meta-Rewarding: M_t compares its own sampled judgments of the most disputed responses in
+    both orders (params meta_judge.*); Bradley-Terry picks the best and the worst judgment, a
+    judge-training pair; an empty file unless meta_judge.enabled. Sharded and resumable."""
+    from .stages.meta_judge import run_meta_judge
+    run_meta_judge(**options)
+
+
 @main.command()
 @with_params
 @_path("--judgments", "judgments_path", "judgments.jsonl.")
 @_path("--source-answers", "source_answers_path", "The source_answers stage's output (read "
        "unless pairs.source=self_judged).", required=False)
+@_path("--meta-judge", "meta_judge_path", "The meta_judge stage's judge-training pairs (read "
+       "when pairs.judge_share > 0).", required=False)
 @_path("--out", "out_path", "pairs.jsonl to write (TRL conversational preference format).")
 @_path("--metrics", "metrics_path", "Metrics JSON (kept, dropped per reason, margins).")
 def pairs(**options) -> None:

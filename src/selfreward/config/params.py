@@ -277,6 +277,23 @@ class PairsParams(Section):
     spin_prompts: NonNegativeInt = Field(
         0, description="spin: seeded subset of the seed IFT prompts M_t answers (0 = all)")
     teacher: str = Field("models/m0", description="teacher checkpoint dir (source teacher)")
+    judge_share: Annotated[float, Field(ge=0, lt=0.5), YAML_NUMBER] = Field(
+        0.0, description="meta-judge pairs' share of the DPO data at most (0 = none; a warning "
+        "above 0.15)")
+
+
+class MetaJudgeParams(Section):
+    """Stage meta_judge (docs/pairs.md): M_t compares its own sampled judgments pairwise."""
+
+    enabled: bool = Field(False, description="the stage writes an empty file unless true")
+    template: str | None = Field(None, description="meta-judge prompt file with {prompt}, "
+                                 "{response}, {judgment_1}, {judgment_2}; null = packaged")
+    responses: PositiveInt = Field(16, description="the responses whose sampled judgments "
+                                   "disagree most, compared pairwise")
+    mode: Literal["logprob", "generate"] = Field(
+        "logprob", description="P('1') vs P('2') after 'Winner: ' | greedy text parsed")
+    max_new_tokens: MaxNewTokens = 160
+    seed: Seed = 0
 
 
 class EndpointSettings(Section):
@@ -445,6 +462,7 @@ class Params(Section):
     responses: ResponsesParams = Field(ResponsesParams(), description="stage responses")
     judge: JudgeParams = Field(JudgeParams(), description="stage judge")
     pairs: PairsParams = Field(PairsParams(), description="stage pairs")
+    meta_judge: MetaJudgeParams = Field(MetaJudgeParams(), description="stage meta_judge")
     dpo: DpoParams = Field(DpoParams(), description="stage dpo")
     eval: EvalParams = Field(EvalParams(), description="evaluation stages")
     launch: LaunchParams = Field(LaunchParams(), description="how sft and dpo run")
@@ -465,6 +483,9 @@ class Params(Section):
             if used and not self.self_instruct.enabled:
                 raise ParamsError(key, "uses the self_instruct stage's output, but "
                                   "self_instruct.enabled is false")
+        if self.meta_judge.enabled and self.judge.mode != "sample":
+            raise ParamsError("meta_judge.enabled", "compares sampled judgments: needs "
+                              "judge.mode: sample")
         made, last = {"models/m0": "models.m0", "models/m1": "models.m1"}, "models/m1"
         for t, it in self.iterations.items():  # each from the model the one before made
             if it.model != last:

@@ -196,11 +196,42 @@ def load_source_answers(path: str, source: str) -> list[dict]:
     return rows
 
 
+JUDGE_SHARE_WARN = 0.15  # NeMo-Aligner: beyond it the judge collapses to one score
+
+
+def add_judge_pairs(pairs: list[dict], judge_pairs: list[dict], share: float
+                    ) -> tuple[list[dict], dict]:
+    """`pairs` plus the first judge-training pairs (the stage writes the most disputed first),
+    as many as keep their share of the whole at most `share`; with the counts."""
+    cap = int(share * len(pairs) / (1 - share) + 1e-9) if share > 0 else 0
+    added = judge_pairs[:cap]
+    total = len(pairs) + len(added)
+    return pairs + added, {"judge_pairs": len(added), "judge_pairs_available": len(judge_pairs),
+                           "judge_share": round(len(added) / total, 4) if total else 0.0}
+
+
+def load_judge_pairs(path: str) -> list[dict]:
+    """The meta_judge stage's pairs: TRL conversational rows with source meta_judge."""
+    rows = []
+    for line, obj in read_jsonl(path):
+        for key in ("prompt", "chosen", "rejected"):
+            require(obj, key, list, file=path, line=line)
+        if obj.get("source") != "meta_judge":
+            raise UserError("expected source meta_judge", file=path, line=line, field="source")
+        rows.append(obj)
+    return rows
+
+
 def run_pairs(*, params: Params, judgments_path: str, out_path: str | Path,
-              metrics_path: str | Path, source_answers_path: str | None = None) -> dict:
-    """judgments.jsonl (and, for sources other than self_judged, the source_answers rows) in;
-    pairs.jsonl and metrics out (params pairs); zero pairs is an error."""
+              metrics_path: str | Path, source_answers_path: str | None = None,
+              meta_judge_path: str | None = None) -> dict:
+    """judgments.jsonl (and, for sources other than self_judged, the source_answers rows; with
+    pairs.judge_share > 0, the meta_judge stage's pairs) in; pairs.jsonl and metrics out
+    (params pairs); zero pairs is an error."""
     pairs_params = params.pairs
+    if pairs_params.judge_share > JUDGE_SHARE_WARN:
+        log.warning("pairs.judge_share %.2f > %.2f: NeMo-Aligner reports the judge collapsing "
+                    "to one score beyond it", pairs_params.judge_share, JUDGE_SHARE_WARN)
     with stage_outputs(out_path, metrics=metrics_path) as outputs:
         source_rows = None
         if pairs_params.source != "self_judged":
@@ -222,6 +253,17 @@ def run_pairs(*, params: Params, judgments_path: str, out_path: str | Path,
                 "prompts.count or responses.n, use judge.mode=logprob (continuous scores, fewer "
                 "ties) or more judge.samples, or lower pairs.min_margin.",
                 file=source_answers_path if pairs_params.source == "spin" else judgments_path)
+        if pairs_params.judge_share > 0:
+            if meta_judge_path is None:
+                raise UserError("pairs.judge_share > 0 needs --meta-judge",
+                                field="pairs.judge_share")
+            judge_pairs = load_judge_pairs(meta_judge_path)
+            if not judge_pairs:
+                log.warning("pairs.judge_share %s but no meta-judge pairs in %s (is "
+                            "meta_judge.enabled true?)", pairs_params.judge_share,
+                            meta_judge_path)
+            pairs, judge_stats = add_judge_pairs(pairs, judge_pairs, pairs_params.judge_share)
+            stats.update(judge_stats)
         write_jsonl(out_path, pairs)
         outputs.metrics.update(stats)
     return outputs.metrics
