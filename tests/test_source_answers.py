@@ -4,10 +4,12 @@ the empty output of self_judged, resuming after a crash; then pairs from its out
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
 from fakes import ScriptedEngine
+from test_dvc_deps import locked_repo  # noqa: F401  (fixture: a DVC repo with a lock)
 
 from selfreward.config.params import EngineParams, JudgeParams, PairsParams, Params
 from selfreward.core.shards import finished_shards
@@ -133,3 +135,32 @@ def test_tiny_models_end_to_end_teacher_pairs(tmp_path, tiny_model):
     assert pair["chosen"][0]["content"] in rows[0]["responses"] + rows[1]["responses"] + \
         rows[2]["responses"]
     assert pair["rejected"][0]["content"] in ("x", "y")
+
+
+@pytest.mark.parametrize("key, value, marked", [
+    ("length_rho", "0.1", {"pairs"}),
+    ("source", "spin", {"source_answers", "pairs"}),
+    ("teacher", "models/m1", {"source_answers", "pairs"}),
+    ("judge_share", "0.1", {"pairs"}),
+])
+def test_dvc_status_after_a_pairs_override(locked_repo, key, value, marked):  # noqa: F811
+    """A real `dvc status` after `-S pairs.<key>=<value>` (params.yaml edited as `dvc exp run -S`
+    does): exactly these stages see changed params, at every iteration (later stages rerun
+    through their changed inputs)."""
+    from dvc.repo import Repo
+
+    params_file = locked_repo / "params.yaml"
+    original = params_file.read_text()
+    start = original.index("\npairs:")  # the key within the pairs section
+    edited = original[:start] + re.sub(rf"^(  {key}: )\S+", rf"\g<1>{value}", original[start:],
+                                       count=1, flags=re.MULTILINE)
+    assert edited != original
+    params_file.write_text(edited)
+    try:
+        with Repo(str(locked_repo)) as repo:
+            status = repo.status()
+    finally:
+        params_file.write_text(original)
+    changed = {name.rpartition("dvc.yaml:")[2] for name, changes in status.items()
+               if any("changed params" in c for c in changes if isinstance(c, dict))}
+    assert changed == {f"{stage}@{t}" for stage in marked for t in ("1", "2")}
