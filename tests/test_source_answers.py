@@ -162,5 +162,6 @@ def test_dvc_status_after_a_pairs_override(locked_repo, key, value, marked):  # 
     finally:
         params_file.write_text(original)
     changed = {name.rpartition("dvc.yaml:")[2] for name, changes in status.items()
-               if any("changed params" in c for c in changes if isinstance(c, dict))}
+               if any("params.yaml" in c.get("changed deps", {}) for c in changes
+                      if isinstance(c, dict))}
     assert changed == {f"{stage}@{t}" for stage in marked for t in ("1", "2")}
