@@ -27,7 +27,8 @@ SRC = ROOT / "src"
 PKG = SRC / "selfreward"
 TEMPLATES = {p.stem: p for p in (PKG / "templates").glob("*.txt")}
 # Templates a param can replace with the user's file: the stage then reads the param's file.
-TEMPLATE_PARAMS = {"judge": "judge.template", "pairwise_judge": "eval.pairwise_template"}
+TEMPLATE_PARAMS = {"judge": "judge.template", "pairwise_judge": "eval.pairwise_template",
+                   "meta_judge": "meta_judge.template"}
 PIPELINES = [ROOT / "dvc.yaml", ROOT / "pipelines" / "external_evals" / "dvc.yaml"]
 
 

@@ -157,12 +157,14 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
 
     # judge.samples feeds judge@1 and everything that depends on its output; the evaluation
     # stages read the judge params too (judge agreement): eval_model of every model; IFEval of
-    # the new M2 and M3 only.
+    # the new M2 and M3 only. source_answers@t reads the judge params (it judges the anchor's
+    # and the teacher's answers) and meta_judge@t the judgments: both write an empty file here.
     set_param(repo, "judge", "samples", 3)
     ran = repro(repo)
     assert sorted(ran) == sorted([
-        "judge@1", "pairs@1", "dpo@1",
-        "prompts@2", "responses@2", "judge@2", "pairs@2", "dpo@2",
+        "judge@1", "source_answers@1", "meta_judge@1", "pairs@1", "dpo@1",
+        "prompts@2", "responses@2", "judge@2", "source_answers@2", "meta_judge@2", "pairs@2",
+        "dpo@2",
         "eval_model@m0", "eval_model@m1", "eval_model@m2", "eval_model@m3", "evaluate@1",
         "evaluate@2", "ifeval@m2", "ifeval@m3", "report"])
 

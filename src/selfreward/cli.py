@@ -217,15 +217,51 @@ def judge(**options) -> None:
     run_judge(**options)
 
 
+@main.command("source-answers")
+@with_params
+@MODEL
+@_path("--anchor", "anchor_dir", "M1: writes the rejected answers of pairs.source=anchored.")
+@_path("--teacher", "teacher_dir", "The teacher of pairs.source=teacher (pairs.teacher).")
+@_path("--seed-data", "seed_path", "Seed IFT file: the prompts and answers of spin.")
+@_path("--prompts", "prompts_path", "The iteration's prompts.jsonl (anchored, teacher).")
+@_path("--out", "out_path", "Source answers JSONL to write (judgment rows with `source`).")
+@_path("--metrics", "metrics_path", "Metrics JSON.")
+def source_answers(**options) -> None:
+    """The answers pairs.source needs: spin, M_t's answers to the seed prompts; anchored, M1's
+    answers to the iteration's prompts judged by M_t; teacher, the teacher's, judged by M_t;
+    self_judged, an empty file (docs/pairs.md). Sharded and resumable."""
+    from .stages.source_answers import run_source_answers
+    run_source_answers(**options)
+
+
+@main.command("meta-judge")
+@with_params
+@MODEL
+@_path("--judgments", "judgments_path", "judgments.jsonl of judge.mode sample.")
+@_path("--out", "out_path", "Judge-training pairs JSONL to write (source meta_judge).")
+@_path("--metrics", "metrics_path", "Metrics JSON (parse rates, order agreement, pairs).")
+def meta_judge(**options) -> None:
+    """Meta-Rewarding: M_t compares its own sampled judgments of the most disputed responses in
+    both orders (params meta_judge.*); Bradley-Terry picks the best and the worst judgment, a
+    judge-training pair; an empty file unless meta_judge.enabled. Sharded and resumable."""
+    from .stages.meta_judge import run_meta_judge
+    run_meta_judge(**options)
+
+
 @main.command()
 @with_params
 @_path("--judgments", "judgments_path", "judgments.jsonl.")
+@_path("--source-answers", "source_answers_path", "The source_answers stage's output (read "
+       "unless pairs.source=self_judged).", required=False)
+@_path("--meta-judge", "meta_judge_path", "The meta_judge stage's judge-training pairs (read "
+       "when pairs.judge_share > 0).", required=False)
 @_path("--out", "out_path", "pairs.jsonl to write (TRL conversational preference format).")
 @_path("--metrics", "metrics_path", "Metrics JSON (kept, dropped per reason, margins).")
 def pairs(**options) -> None:
-    """Chosen = highest, rejected = lowest mean score per prompt (params pairs.*); ties (margin
-    < pairs.min_margin) and prompts with < 2 valid scores dropped; pairs.length_tolerance and
-    pairs.tie_break (random, shortest, longest) pick among near or equal scores."""
+    """Preference pairs of pairs.source (self_judged: highest vs lowest mean score per prompt;
+    spin, anchored, teacher: docs/pairs.md); ties (margin < pairs.min_margin) and prompts with
+    < 2 valid scores dropped; pairs.length_rho (length control) and pairs.tie_break (random,
+    shortest, longest) pick among near or equal scores."""
     from .stages.pairs import run_pairs
     run_pairs(**options)
 

@@ -257,15 +257,42 @@ class JudgeParams(Section):
 
 
 class PairsParams(Section):
-    """Stage pairs: highest vs lowest mean score per prompt."""
+    """Stage pairs (docs/pairs.md): a chosen and a rejected answer per prompt, from the source
+    `source`; stage source_answers writes the answers spin, anchored and teacher need."""
 
+    source: Literal["self_judged", "spin", "anchored", "teacher"] = Field(
+        "self_judged", description="self_judged: M_t's best vs worst | spin: seed answer vs "
+        "M_t's | anchored: M_t's best vs M1's worst | teacher: the teacher's best vs M_t's worst")
     min_margin: Positive = Field(0.1, description="least score gap of a pair: > 0, ties dropped")
-    length_tolerance: NonNegative = Field(
-        0.0, description="chosen = the shortest answer this close to the top score (0 = off)")
+    length_rho: Annotated[float, Field(ge=0, le=0.5), YAML_NUMBER] = Field(
+        0.0, description="length control rho: chosen = the shortest scoring in the top rho of "
+        "the score range, rejected = the longest in the bottom rho (0 = plain max/min)")
     min_valid: PositiveInt = Field(2, description="valid scores a prompt needs")
     # A fixed length rule puts a length bias into the DPO data.
     tie_break: Literal["random", "shortest", "longest"] = Field(
         "random", description="among equal top or lowest scores: random (seeded) or by length")
+    seed: Seed = 0
+    source_samples: PositiveInt = Field(
+        1, description="answers per prompt the source model writes (spin, anchored, teacher)")
+    spin_prompts: NonNegativeInt = Field(
+        0, description="spin: seeded subset of the seed IFT prompts M_t answers (0 = all)")
+    teacher: str = Field("models/m0", description="teacher checkpoint dir (source teacher)")
+    judge_share: Annotated[float, Field(ge=0, lt=0.5), YAML_NUMBER] = Field(
+        0.0, description="meta-judge pairs' share of the DPO data at most (0 = none; a warning "
+        "above 0.15)")
+
+
+class MetaJudgeParams(Section):
+    """Stage meta_judge (docs/pairs.md): M_t compares its own sampled judgments pairwise."""
+
+    enabled: bool = Field(False, description="the stage writes an empty file unless true")
+    template: str | None = Field(None, description="meta-judge prompt file with {prompt}, "
+                                 "{response}, {judgment_1}, {judgment_2}; null = packaged")
+    responses: PositiveInt = Field(16, description="the responses whose sampled judgments "
+                                   "disagree most, compared pairwise")
+    mode: Literal["logprob", "generate"] = Field(
+        "logprob", description="P('1') vs P('2') after 'Winner: ' | greedy text parsed")
+    max_new_tokens: MaxNewTokens = 160
     seed: Seed = 0
 
 
@@ -435,6 +462,7 @@ class Params(Section):
     responses: ResponsesParams = Field(ResponsesParams(), description="stage responses")
     judge: JudgeParams = Field(JudgeParams(), description="stage judge")
     pairs: PairsParams = Field(PairsParams(), description="stage pairs")
+    meta_judge: MetaJudgeParams = Field(MetaJudgeParams(), description="stage meta_judge")
     dpo: DpoParams = Field(DpoParams(), description="stage dpo")
     eval: EvalParams = Field(EvalParams(), description="evaluation stages")
     launch: LaunchParams = Field(LaunchParams(), description="how sft and dpo run")
@@ -455,6 +483,9 @@ class Params(Section):
             if used and not self.self_instruct.enabled:
                 raise ParamsError(key, "uses the self_instruct stage's output, but "
                                   "self_instruct.enabled is false")
+        if self.meta_judge.enabled and self.judge.mode != "sample":
+            raise ParamsError("meta_judge.enabled", "compares sampled judgments: needs "
+                              "judge.mode: sample")
         made, last = {"models/m0": "models.m0", "models/m1": "models.m1"}, "models/m1"
         for t, it in self.iterations.items():  # each from the model the one before made
             if it.model != last:
