@@ -40,6 +40,11 @@ def _str_keys(value: Any) -> Any:
     return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
 
+def _yaml_off(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted `off` as false.
+    return "off" if value is False else value
+
+
 def _model_names(names: list[str]) -> list[str]:
     if any(not re.fullmatch(r"m\d+", n) for n in names) or len(set(names)) != len(names):
         raise ValueError(f"must list distinct model names m0, m1, … (models/<name>), got {names}")
@@ -199,6 +204,24 @@ class InstructionFilterParams(Section):
         return self
 
 
+# IFEval's group of format types: the largest group of the official prompts (the narrowest
+# held-out interval), and checkable whatever the answer-length cap (unlike length_constraints),
+# so a held-out failure says something about generalisation, not truncation (docs/constraints.md).
+HOLDOUT = ["detectable_format"]
+
+
+class ConstraintsParams(Section):
+    """Verifiable instructions appended to each kept prompt (data/constraints.py), drawn from
+    the IFEval checker registry of lm-eval; entries of types/holdout are instruction ids
+    (`punctuation:no_comma`) or whole groups (`punctuation`)."""
+
+    count: int = Field(0, ge=0, le=5, description="instructions appended per prompt (0 = off)")
+    types: list[str] = Field([], description="ids or groups to draw from ([] = every type)")
+    holdout: list[str] = Field(HOLDOUT, description="ids or groups never used in training, "
+                               "reported apart in IFEval")
+    seed: Seed = 0
+
+
 class PromptsParams(InstructionFilterParams):
     """Stage prompts: new user prompts written by M_t (or taken from self_instruct)."""
 
@@ -209,6 +232,8 @@ class PromptsParams(InstructionFilterParams):
     max_new_tokens: MaxNewTokens = 64
     source: Literal["generate", "self_instruct"] = Field(
         "generate", description="M_t writes them | the t-th block of the self_instruct tasks")
+    constraints: ConstraintsParams = Field(ConstraintsParams(),
+                                           description="verifiable instructions appended")
 
 
 class SelfInstructParams(InstructionFilterParams):
@@ -254,6 +279,10 @@ class JudgeParams(Section):
     top_p: TopP = 0.9
     max_new_tokens: MaxNewTokens = 160
     seed: Seed = 0
+    verifiers: Annotated[Literal["off", "gate", "bonus"], BeforeValidator(_yaml_off)] = Field(
+        "off", description="constrained prompts in pairs: off | gate (chosen passes every "
+        "constraint, rejected fails one) | bonus (score + verifier_weight x share passed)")
+    verifier_weight: NonNegative = Field(1.0, description="bonus: points for all constraints")
 
 
 class PairsParams(Section):

@@ -13,6 +13,7 @@ from ..config.params import PairsParams, Params
 from ..core.io import read_jsonl, require, write_jsonl
 from ..core.outputs import stage_outputs
 from ..core.shards import item_seed
+from ..judge.verifiers import load_checks, pair_metrics, selection_rows
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,13 @@ def run_pairs(*, params: Params, judgments_path: str, out_path: str | Path,
     """judgments.jsonl in; pairs.jsonl and metrics out (params pairs); zero pairs is an error."""
     pairs_params = params.pairs
     with stage_outputs(out_path, metrics=metrics_path) as outputs:
-        pairs, stats = select_pairs(load_judgments(judgments_path), pairs_params)
+        rows = load_judgments(judgments_path)
+        # constrained prompts (docs/constraints.md): checker verdicts gate or add to the scores
+        checks = load_checks(judgments_path)
+        scored, no_contrast = selection_rows(rows, checks, params.judge)
+        pairs, stats = select_pairs(scored, pairs_params)
+        plain = select_pairs(rows, pairs_params)[0] if scored is not rows else None
+        stats.update(pair_metrics(rows, checks, pairs, plain, no_contrast))
         log.info("pairs: %s", stats)
         if not pairs:
             raise UserError(
