@@ -291,6 +291,8 @@ def evaluate(**options) -> None:
        default="reports", show_default=True)
 @_path("--plots", "plots_dir", "Directory for the DVC plot CSVs across iterations.",
        required=False, default="plots/eval", show_default=True)
+@_path("--ifeval-answers", "ifeval_answers", "The ifeval stages' answers (data/ifeval): IFEval "
+       "by held-out type paired with M1.", required=False)
 def report(**options) -> None:
     """Write reports/summary.md (tables per iteration) and charts from whatever metrics exist."""
     from .stages.report import run_report

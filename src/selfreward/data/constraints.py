@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from ..config.errors import UserError
 from ..config.params import ConstraintsParams
 from ..evaluation.ifeval import check_instruction, checkers
+from ..evaluation.ifeval import instruction_group as group
+from ..evaluation.ifeval import named_in as matches
 from .rouge import RougeLPool
 
 # Arguments some types cannot draw and the prompt itself supplies.
@@ -27,16 +29,6 @@ FROM_PROMPT = {"prompt_to_repeat"}
 # (the project's Self-Instruct filter threshold).
 CONTAMINATION_THRESHOLD = 0.7
 MAX_DRAWS = 20
-
-
-def group(instruction_id: str) -> str:
-    """`detectable_format:title` -> `detectable_format`."""
-    return instruction_id.split(":", 1)[0]
-
-
-def matches(instruction_id: str, names: Iterable[str]) -> bool:
-    """Whether an id is named in `names`, itself or by its group."""
-    return any(name in (instruction_id, group(instruction_id)) for name in names)
 
 
 def _check_names(names: list[str], registry: dict, field: str) -> None:

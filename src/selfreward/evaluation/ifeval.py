@@ -231,3 +231,66 @@ def download_official(out_path: str | Path, revision: str | None = None) -> int:
         remove_outputs(out_path)
         raise
     return count
+
+
+def instruction_group(instruction_id: str) -> str:
+    """`detectable_format:title` -> `detectable_format`."""
+    return instruction_id.split(":", 1)[0]
+
+
+def named_in(instruction_id: str, names) -> bool:
+    """Whether an instruction id is named in `names`, itself or by its group."""
+    return any(name in (instruction_id, instruction_group(instruction_id)) for name in names)
+
+
+SPLITS = ("all", "trained", "held_out")
+
+
+def holdout_split(rows: list[dict], holdout: list[str], types: list[str] = ()
+                  ) -> dict[str, list[int]]:
+    """Indices of the IFEval rows three ways (prompts.constraints): all; `trained` = every
+    instruction type was one the loop trained on (in `types`, [] = any, and not held out);
+    `held_out` = at least one held-out type. Rows with an untrained type that is not held out
+    (outside `types`) count in `all` only."""
+    def trained(i: str) -> bool:
+        return (not types or named_in(i, types)) and not named_in(i, holdout)
+
+    return {"all": list(range(len(rows))),
+            "trained": [k for k, r in enumerate(rows) if all(map(trained, r["instruction_id_list"]))],
+            "held_out": [k for k, r in enumerate(rows)
+                         if any(named_in(i, holdout) for i in r["instruction_id_list"])]}
+
+
+def split_metrics(rows: list[dict], verdicts: list[dict], holdout: list[str],
+                  types: list[str] = (), *, samples: int = 1000, seed: int = 0) -> dict:
+    """Prompt-level accuracies (strict, loose, with bootstrap intervals) on each split of
+    `holdout_split`; an empty split is {"prompts": 0}."""
+    out = {}
+    for name, keep in holdout_split(rows, holdout, types).items():
+        if not keep:
+            out[name] = {"prompts": 0}
+            continue
+        part = [verdicts[k] for k in keep]
+        rates, ci = _rates(part), bootstrap_intervals(part, samples, seed)
+        out[name] = {"prompts": len(part), **{
+            level: {"accuracy": round(rates[level], 4), "ci95": ci.get(level)}
+            for level in ("prompt_level_strict", "prompt_level_loose")}}
+    return out
+
+
+def paired_split(baseline: list[dict], answers: list[dict], holdout: list[str],
+                 types: list[str] = (), *, mode: str = "loose", seed: int = 0) -> dict:
+    """Prompt-level accuracy of `answers` minus `baseline` (rows of two `ifeval` answer files:
+    key, instruction_id_list, strict, loose) on the prompts both scored, per split, with a
+    paired bootstrap 95 % interval (evaluation/metrics.paired_gain)."""
+    from .metrics import paired_gain
+
+    before = {row["key"]: all(row[mode]) for row in baseline}
+    shared = [row for row in answers if row["key"] in before]
+    out = {}
+    for name, keep in holdout_split(shared, holdout, types).items():
+        gain = paired_gain([float(before[shared[k]["key"]]) for k in keep],
+                           [float(all(shared[k][mode])) for k in keep], seed)
+        out[name] = {k: gain[k] for k in ("n", "mean_before", "mean_after", "gain", "ci_low",
+                                          "ci_high")}
+    return out
