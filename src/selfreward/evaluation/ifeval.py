@@ -256,7 +256,8 @@ def holdout_split(rows: list[dict], holdout: list[str], types: list[str] = ()
         return (not types or named_in(i, types)) and not named_in(i, holdout)
 
     return {"all": list(range(len(rows))),
-            "trained": [k for k, r in enumerate(rows) if all(map(trained, r["instruction_id_list"]))],
+            "trained": [k for k, r in enumerate(rows)
+                        if all(map(trained, r["instruction_id_list"]))],
             "held_out": [k for k, r in enumerate(rows)
                          if any(named_in(i, holdout) for i in r["instruction_id_list"])]}
 
@@ -277,20 +278,3 @@ def split_metrics(rows: list[dict], verdicts: list[dict], holdout: list[str],
             for level in ("prompt_level_strict", "prompt_level_loose")}}
     return out
 
-
-def paired_split(baseline: list[dict], answers: list[dict], holdout: list[str],
-                 types: list[str] = (), *, mode: str = "loose", seed: int = 0) -> dict:
-    """Prompt-level accuracy of `answers` minus `baseline` (rows of two `ifeval` answer files:
-    key, instruction_id_list, strict, loose) on the prompts both scored, per split, with a
-    paired bootstrap 95 % interval (evaluation/metrics.paired_gain)."""
-    from .metrics import paired_gain
-
-    before = {row["key"]: all(row[mode]) for row in baseline}
-    shared = [row for row in answers if row["key"] in before]
-    out = {}
-    for name, keep in holdout_split(shared, holdout, types).items():
-        gain = paired_gain([float(before[shared[k]["key"]]) for k in keep],
-                           [float(all(shared[k][mode])) for k in keep], seed)
-        out[name] = {k: gain[k] for k in ("n", "mean_before", "mean_after", "gain", "ci_low",
-                                          "ci_high")}
-    return out

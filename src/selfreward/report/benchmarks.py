@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 from ..core.io import atomic_file, write_csv
+from ..evaluation.ifeval import holdout_split
+from ..evaluation.metrics import paired_gain
 from .paper import PAPER_WIN_RATE
 
 log = logging.getLogger(__name__)
@@ -90,13 +92,29 @@ def _answers(path: Path) -> list[dict] | None:
     return rows or None
 
 
+def paired_split(baseline: list[dict], answers: list[dict], holdout: list[str],
+                 types: list[str] = (), *, mode: str = "loose", seed: int = 0) -> dict:
+    """Prompt-level accuracy of `answers` minus `baseline` (rows of two `ifeval` answer files:
+    key, instruction_id_list, strict, loose) on the prompts both scored, per split, with a
+    paired bootstrap 95 % interval (evaluation/metrics.paired_gain)."""
+    before = {row["key"]: all(row[mode]) for row in baseline}
+    shared = [row for row in answers if row["key"] in before]
+    out = {}
+    for name, keep in holdout_split(shared, holdout, types).items():
+        gain = paired_gain([float(before[shared[k]["key"]]) for k in keep],
+                           [float(all(shared[k][mode])) for k in keep], seed)
+        out[name] = {k: gain[k] for k in ("n", "mean_before", "mean_after", "gain", "ci_low",
+                                          "ci_high")}
+    return out
+
+
 def ifeval_split_lines(metrics_dir: str | Path, answers_dir: str | Path | None = None
                        ) -> list[str]:
     """IFEval three ways when prompts.constraints.holdout is set (docs/constraints.md): prompt-
     level loose accuracy on all prompts, on those of trained types only, on those with a held-out
     type, each with M_k - M1 paired by prompt (bootstrap 95 %) where the answers are in
     `answers_dir` (data/ifeval, the ifeval stages' answer files)."""
-    from ..evaluation.ifeval import SPLITS, paired_split
+    from ..evaluation.ifeval import SPLITS
 
     models = [(k, m) for k, m in _load_all(Path(metrics_dir) / "ifeval") if m.get("splits")]
     if not models:
@@ -105,9 +123,10 @@ def ifeval_split_lines(metrics_dir: str | Path, answers_dir: str | Path | None =
                if answers_dir and m.get("model") else None for k, m in models}
     holdout = models[-1][1].get("holdout") or []
     types = models[-1][1].get("trained_types") or []
-    lines = ["", f"IFEval by instruction type (held out of training: {', '.join(holdout)}): "
+    intro = (f"IFEval by instruction type (held out of training: {', '.join(holdout)}): "
              "prompt-level loose accuracy in % [bootstrap 95 %], and the change from M1 in "
-             "points, paired by prompt [95 %].", ""]
+             "points, paired by prompt [95 %].")
+    lines = ["", intro, ""]
     rows = []
     for k, m in models:
         cells = [f"M{k}"]
