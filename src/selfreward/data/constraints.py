@@ -65,10 +65,13 @@ def _global_random(seed: int) -> Iterator[None]:
 
 
 def _satisfiable(instruction_id: str, kwargs: dict) -> bool:
-    # lm-eval draws nth_paragraph and num_paragraphs independently: asking for the first word of
-    # paragraph 3 of 2 cannot be obeyed, so such a draw is redrawn.
+    # lm-eval draws nth_paragraph and num_paragraphs independently, and may ask for "less than 1
+    # sentences": instructions no answer can obey are redrawn.
     if instruction_id == "length_constraints:nth_paragraph_first_word":
         return kwargs["nth_paragraph"] <= kwargs["num_paragraphs"]
+    for key in ("num_sentences", "num_words"):
+        if kwargs.get("relation") == "less than" and kwargs.get(key, 2) < 2:
+            return False
     return True
 
 
