@@ -252,8 +252,9 @@ def holdout_split(rows: list[dict], holdout: list[str], types: list[str] = ()
     instruction type was one the loop trained on (in `types`, [] = any, and not held out);
     `held_out` = at least one held-out type. Rows with an untrained type that is not held out
     (outside `types`) count in `all` only."""
-    def trained(i: str) -> bool:
-        return (not types or named_in(i, types)) and not named_in(i, holdout)
+    def trained(instruction_id: str) -> bool:
+        return ((not types or named_in(instruction_id, types))
+                and not named_in(instruction_id, holdout))
 
     return {"all": list(range(len(rows))),
             "trained": [k for k, r in enumerate(rows)
