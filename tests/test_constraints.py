@@ -11,7 +11,7 @@ import pytest
 from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_CONFLICTS as CONFLICTS
 
 from selfreward.config.errors import UserError
-from selfreward.config.params import ConstraintsParams, JudgeParams, Params, load_params
+from selfreward.config.params import ConstraintsParams, PairsParams, Params, load_params
 from selfreward.core.io import read_jsonl, write_jsonl
 from selfreward.data.constraints import (
     constrain_prompts,
@@ -233,7 +233,7 @@ ROWS = [
 def test_gate_and_bonus_pick_on_hand_made_verdicts(tmp_path, mode, weight, picks, changed):
     path = tmp_path / "judgments.jsonl"
     write_jsonl(path, ROWS)
-    params = Params(judge=JudgeParams(verifiers=mode, verifier_weight=weight))
+    params = Params(pairs=PairsParams(verifiers=mode, verifier_weight=weight))
     out, metrics_path = tmp_path / "pairs.jsonl", tmp_path / "pairs.json"
     metrics = run_pairs(params=params, judgments_path=str(path), out_path=out,
                         metrics_path=metrics_path)
@@ -253,7 +253,7 @@ def test_gate_and_bonus_pick_on_hand_made_verdicts(tmp_path, mode, weight, picks
 
 def test_bonus_score_is_judge_plus_weight_times_share_passed():
     scored, _ = selection_rows(ROWS, {r["id"]: r["checks"] for r in ROWS},
-                               JudgeParams(verifiers="bonus", verifier_weight=2.0))
+                               PairsParams(verifiers="bonus", verifier_weight=2.0))
     assert scored[0]["mean"] == [5.0, 3.0, 4.0, 3.0] and ROWS[0]["mean"] == [4.0, 1.0, 2.0, 3.0]
 
 
@@ -325,3 +325,47 @@ def test_ifeval_three_way_split_on_a_hand_made_table(tmp_path):
     m2_row = next(line for line in lines if line.startswith("| M2 |"))
     assert "100.0 [100.0–100.0] (n=2); +50.0" in m2_row and "(n=5); +20.0" in m2_row
     assert "+" not in next(line for line in lines if line.startswith("| M1 |"))
+
+
+def test_constraints_rerun_from_prompts_on_and_nothing_before(tmp_path):
+    """`dvc exp run -S prompts.constraints.count=1 -S pairs.verifiers=gate`: a real `dvc status`
+    over a locked copy of the pipeline marks the prompts and pairs stages of every iteration
+    (their params changed; responses, judge and dpo follow from their outputs), and none of
+    base, sft, self_instruct or the evaluation of M0 and M1 (ifeval reads only the types)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from dvc.repo import Repo
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, repo)
+    shutil.copytree(ROOT / "data" / "seed", repo / "data" / "seed")
+    shutil.copytree(ROOT / "src" / "selfreward", repo / "src" / "selfreward",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"],
+                [dvc, "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    with Repo(str(repo)) as dvc_repo:
+        outs = [Path(out.fs_path) for stage in dvc_repo.index.stages for out in stage.outs]
+    for path in outs:  # placeholder outputs, so that a lock can be recorded
+        if path.suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}\n")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "placeholder.txt").write_text("x\n")
+    subprocess.run([dvc, "commit", "-f", "-q"], cwd=repo, check=True, capture_output=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prompts"]["constraints"]["count"] = 1
+    params["pairs"]["verifiers"] = "gate"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    with Repo(str(repo)) as dvc_repo:
+        marked = {name.rpartition("dvc.yaml:")[2] for name in dvc_repo.status()}
+    iterations = sorted(params["iterations"])
+    assert marked == {f"{stage}@{t}" for stage in ("prompts", "pairs")
+                      for t in iterations}

@@ -279,10 +279,6 @@ class JudgeParams(Section):
     top_p: TopP = 0.9
     max_new_tokens: MaxNewTokens = 160
     seed: Seed = 0
-    verifiers: Annotated[Literal["off", "gate", "bonus"], BeforeValidator(_yaml_off)] = Field(
-        "off", description="constrained prompts in pairs: off | gate (chosen passes every "
-        "constraint, rejected fails one) | bonus (score + verifier_weight x share passed)")
-    verifier_weight: NonNegative = Field(1.0, description="bonus: points for all constraints")
 
 
 class PairsParams(Section):
@@ -296,6 +292,10 @@ class PairsParams(Section):
     tie_break: Literal["random", "shortest", "longest"] = Field(
         "random", description="among equal top or lowest scores: random (seeded) or by length")
     seed: Seed = 0
+    verifiers: Annotated[Literal["off", "gate", "bonus"], BeforeValidator(_yaml_off)] = Field(
+        "off", description="constrained prompts in pairs: off | gate (chosen passes every "
+        "constraint, rejected fails one) | bonus (score + verifier_weight x share passed)")
+    verifier_weight: NonNegative = Field(1.0, description="bonus: points for all constraints")
 
 
 class EndpointSettings(Section):

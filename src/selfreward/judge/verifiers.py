@@ -1,6 +1,6 @@
 """Checker verdicts beside the self-judge (issue 23): every answer to a constrained prompt is
 checked by IFEval's own checkers (strict and loose, evaluation/ifeval.py); in pair selection
-(judge.verifiers) the verdicts `gate` the pair or add a `bonus` to the judge's score.
+(pairs.verifiers) the verdicts `gate` the pair or add a `bonus` to the judge's score.
 
 The judge still orders the answers: under `gate`, chosen is the best-judged answer among those
 passing every constraint (strict) and rejected the worst-judged among those failing one; a
@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from ..config.errors import UserError
-from ..config.params import JudgeParams
+from ..config.params import PairsParams
 from ..core.io import read_jsonl
 from ..evaluation.ifeval import score_response
 
@@ -91,8 +91,8 @@ def load_checks(path: str | Path) -> dict[str, list[dict]]:
 
 
 def selection_rows(rows: list[dict], checks: dict[str, list[dict]],
-                   params: JudgeParams) -> tuple[list[dict], int]:
-    """Rows whose `mean` is the selection score of judge.verifiers (unchanged for `off` and for
+                   params: PairsParams) -> tuple[list[dict], int]:
+    """Rows whose `mean` is the selection score of pairs.verifiers (unchanged for `off` and for
     unconstrained rows), and how many rows `gate` left without a pair (all answers passing or
     all failing: their means become null)."""
     if params.verifiers == "off":

@@ -113,7 +113,7 @@ def run_pairs(*, params: Params, judgments_path: str, out_path: str | Path,
         rows = load_judgments(judgments_path)
         # constrained prompts (docs/constraints.md): checker verdicts gate or add to the scores
         checks = load_checks(judgments_path)
-        scored, no_contrast = selection_rows(rows, checks, params.judge)
+        scored, no_contrast = selection_rows(rows, checks, params.pairs)
         pairs, stats = select_pairs(scored, pairs_params)
         plain = select_pairs(rows, pairs_params)[0] if scored is not rows else None
         stats.update(pair_metrics(rows, checks, pairs, plain, no_contrast))
