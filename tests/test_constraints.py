@@ -369,3 +369,12 @@ def test_constraints_rerun_from_prompts_on_and_nothing_before(tmp_path):
     iterations = sorted(params["iterations"])
     assert marked == {f"{stage}@{t}" for stage in ("prompts", "pairs")
                       for t in iterations}
+
+
+def test_bad_constraints_in_responses_are_user_errors():
+    row = {"id": "a", "prompt": "Say hi.", "responses": ["hi"],
+           "instruction_id_list": ["punctuation:no_semicolon"], "kwargs": [{}]}
+    with pytest.raises(UserError) as err:
+        add_checks([{**row, "mean": [1.0]}], [row])
+    assert "unknown instruction id 'punctuation:no_semicolon'" in str(err.value.message)
+    assert err.value.exit_code == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config.errors import UserError
 from ..config.params import PairsParams
 from ..core.io import read_jsonl
-from ..evaluation.ifeval import score_response
+from ..evaluation.ifeval import check_instruction, score_response
 
 # Added to a passing answer's judge score under `gate`: above any judge score (0..5), so the
 # highest lies among the passing answers and the lowest among the failing ones.
@@ -29,6 +29,14 @@ def check_answers(row: dict) -> list[dict] | None:
     ids = row.get("instruction_id_list")
     if not ids:
         return None
+    kwargs = row.get("kwargs")
+    if not isinstance(kwargs, list) or len(kwargs) != len(ids):
+        raise UserError(f"prompt {row['id']!r}: expected one kwargs object per instruction of "
+                        "instruction_id_list", field="kwargs")
+    for instruction_id, kw in zip(ids, kwargs):
+        problem = check_instruction(instruction_id, kw)
+        if problem:
+            raise UserError(f"prompt {row['id']!r}: {problem}", field="instruction_id_list")
     doc = {"key": 0, "prompt": row["prompt"], "instruction_id_list": ids,
            "kwargs": row["kwargs"]}
     return [score_response(doc, answer) for answer in row["responses"]]
