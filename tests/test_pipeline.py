@@ -155,6 +155,29 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     run(repo, "git", "commit", "-qm", "run")
     assert repro(repo) == []
 
+    # Verifiable constraints (docs/constraints.md): rerun from prompts on, nothing before; the
+    # IFEval fields reach prompts.jsonl, the verdicts judgments.jsonl, the pass rates the pairs.
+    set_param(repo, "prompts", "constraints", {"count": 1, "types": [],
+                                               "holdout": ["detectable_format"], "seed": 0})
+    set_param(repo, "pairs", "verifiers", "bonus")
+    ran = repro(repo)
+    assert sorted(ran) == sorted([
+        *(f"{name}@{t}" for name in ("prompts", "responses", "judge", "pairs", "dpo")
+          for t in ("1", "2")),
+        "eval_model@m2", "eval_model@m3", "evaluate@1", "evaluate@2", "ifeval@m2", "ifeval@m3",
+        "report"])
+    prompts = [json.loads(x) for x in
+               (repo / "data/iter1/prompts.jsonl").read_text().splitlines()]
+    assert all(len(r["instruction_id_list"]) == 1 for r in prompts)
+    assert not any(r["instruction_id_list"][0].startswith("detectable_format") for r in prompts)
+    j = [json.loads(x) for x in (repo / "data/iter1/judgments.jsonl").read_text().splitlines()]
+    assert all(len(r["checks"]) == 3 for r in j)
+    pairs_metrics = json.loads((repo / "metrics/iter1/pairs.json").read_text())
+    assert 0 <= pairs_metrics["pass_rate_answers"] <= 1 and "verifier_pairs_changed" in pairs_metrics
+    assert "held_out" in json.loads((repo / "metrics/ifeval/models/m3.json").read_text())["splits"]
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "constraints")
+
     # judge.samples feeds judge@1 and everything that depends on its output; the evaluation
     # stages read the judge params too (judge agreement): eval_model of every model; IFEval of
     # the new M2 and M3 only. source_answers@t reads the judge params (it judges the anchor's

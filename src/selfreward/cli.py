@@ -164,6 +164,8 @@ def sft(**options) -> None:
               "prompts.source=self_instruct, the t-th block of prompts.count tasks.")
 @_path("--out", "out_path", "prompts.jsonl to write.")
 @_path("--metrics", "metrics_path", "Metrics JSON (kept/rejected per reason).")
+@_path("--ifeval", "ifeval_path", "IFEval prompts no training prompt may (nearly) equal "
+       "(decontamination metric).", required=False)
 def prompts(**options) -> None:
     """New user prompts written by M_t from few-shot examples (params prompts.*, engine.*), kept
     by the Self-Instruct filters (ROUGE-L against the pool, blacklist, length, duplicates); with
@@ -325,6 +327,8 @@ def evaluate(**options) -> None:
        default="reports", show_default=True)
 @_path("--plots", "plots_dir", "Directory for the DVC plot CSVs across iterations.",
        required=False, default="plots/eval", show_default=True)
+@_path("--ifeval-answers", "ifeval_answers", "The ifeval stages' answers (data/ifeval): IFEval "
+       "by held-out type paired with M1.", required=False)
 def report(**options) -> None:
     """Write reports/summary.md (tables per iteration) and charts from whatever metrics exist."""
     from .stages.report import run_report

@@ -40,6 +40,11 @@ def _str_keys(value: Any) -> Any:
     return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
 
+def _yaml_off(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted `off` as false.
+    return "off" if value is False else value
+
+
 def _model_names(names: list[str]) -> list[str]:
     if any(not re.fullmatch(r"m\d+", n) for n in names) or len(set(names)) != len(names):
         raise ValueError(f"must list distinct model names m0, m1, … (models/<name>), got {names}")
@@ -199,6 +204,24 @@ class InstructionFilterParams(Section):
         return self
 
 
+# IFEval's group of format types: the largest group of the official prompts (the narrowest
+# held-out interval), and checkable whatever the answer-length cap (unlike length_constraints),
+# so a held-out failure says something about generalisation, not truncation (docs/constraints.md).
+HOLDOUT = ["detectable_format"]
+
+
+class ConstraintsParams(Section):
+    """Verifiable instructions appended to each kept prompt (data/constraints.py), drawn from
+    the IFEval checker registry of lm-eval; entries of types/holdout are instruction ids
+    (`punctuation:no_comma`) or whole groups (`punctuation`)."""
+
+    count: int = Field(0, ge=0, le=5, description="instructions appended per prompt (0 = off)")
+    types: list[str] = Field([], description="ids or groups to draw from ([] = every type)")
+    holdout: list[str] = Field(HOLDOUT, description="ids or groups never used in training, "
+                               "reported apart in IFEval")
+    seed: Seed = 0
+
+
 class PromptsParams(InstructionFilterParams):
     """Stage prompts: new user prompts written by M_t (or taken from self_instruct)."""
 
@@ -209,6 +232,8 @@ class PromptsParams(InstructionFilterParams):
     max_new_tokens: MaxNewTokens = 64
     source: Literal["generate", "self_instruct"] = Field(
         "generate", description="M_t writes them | the t-th block of the self_instruct tasks")
+    constraints: ConstraintsParams = Field(ConstraintsParams(),
+                                           description="verifiable instructions appended")
 
 
 class SelfInstructParams(InstructionFilterParams):
@@ -281,6 +306,10 @@ class PairsParams(Section):
         0.0, description="meta-judge pairs' share of the DPO data at most (0 = none; a warning "
         "above 0.15)")
 
+    verifiers: Annotated[Literal["off", "gate", "bonus"], BeforeValidator(_yaml_off)] = Field(
+        "off", description="constrained prompts in pairs: off | gate (chosen passes every "
+        "constraint, rejected fails one) | bonus (score + verifier_weight x share passed)")
+    verifier_weight: NonNegative = Field(1.0, description="bonus: points for all constraints")
 
 class MetaJudgeParams(Section):
     """Stage meta_judge (docs/pairs.md): M_t compares its own sampled judgments pairwise."""
@@ -486,6 +515,9 @@ class Params(Section):
         if self.meta_judge.enabled and self.judge.mode != "sample":
             raise ParamsError("meta_judge.enabled", "compares sampled judgments: needs "
                               "judge.mode: sample")
+        if self.pairs.verifiers != "off" and self.pairs.source != "self_judged":
+            raise ParamsError("pairs.verifiers", "checks M_t's judged answers: needs "
+                              "pairs.source: self_judged")
         made, last = {"models/m0": "models.m0", "models/m1": "models.m1"}, "models/m1"
         for t, it in self.iterations.items():  # each from the model the one before made
             if it.model != last:

@@ -231,3 +231,51 @@ def download_official(out_path: str | Path, revision: str | None = None) -> int:
         remove_outputs(out_path)
         raise
     return count
+
+
+def instruction_group(instruction_id: str) -> str:
+    """`detectable_format:title` -> `detectable_format`."""
+    return instruction_id.split(":", 1)[0]
+
+
+def named_in(instruction_id: str, names) -> bool:
+    """Whether an instruction id is named in `names`, itself or by its group."""
+    return any(name in (instruction_id, instruction_group(instruction_id)) for name in names)
+
+
+SPLITS = ("all", "trained", "held_out")
+
+
+def holdout_split(rows: list[dict], holdout: list[str], types: list[str] = ()
+                  ) -> dict[str, list[int]]:
+    """Indices of the IFEval rows three ways (prompts.constraints): all; `trained` = every
+    instruction type was one the loop trained on (in `types`, [] = any, and not held out);
+    `held_out` = at least one held-out type. Rows with an untrained type that is not held out
+    (outside `types`) count in `all` only."""
+    def trained(instruction_id: str) -> bool:
+        return ((not types or named_in(instruction_id, types))
+                and not named_in(instruction_id, holdout))
+
+    return {"all": list(range(len(rows))),
+            "trained": [k for k, r in enumerate(rows)
+                        if all(map(trained, r["instruction_id_list"]))],
+            "held_out": [k for k, r in enumerate(rows)
+                         if any(named_in(i, holdout) for i in r["instruction_id_list"])]}
+
+
+def split_metrics(rows: list[dict], verdicts: list[dict], holdout: list[str],
+                  types: list[str] = (), *, samples: int = 1000, seed: int = 0) -> dict:
+    """Prompt-level accuracies (strict, loose, with bootstrap intervals) on each split of
+    `holdout_split`; an empty split is {"prompts": 0}."""
+    out = {}
+    for name, keep in holdout_split(rows, holdout, types).items():
+        if not keep:
+            out[name] = {"prompts": 0}
+            continue
+        part = [verdicts[k] for k in keep]
+        rates, ci = _rates(part), bootstrap_intervals(part, samples, seed)
+        out[name] = {"prompts": len(part), **{
+            level: {"accuracy": round(rates[level], 4), "ci95": ci.get(level)}
+            for level in ("prompt_level_strict", "prompt_level_loose")}}
+    return out
+

@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 from ..core.io import atomic_file, write_csv
+from ..evaluation.ifeval import holdout_split
+from ..evaluation.metrics import paired_gain
 from .paper import PAPER_WIN_RATE
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,76 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+SPLIT_NAMES = {"all": "all prompts", "trained": "trained types only",
+               "held_out": "with a held-out type"}
+
+
+def _answers(path: Path) -> list[dict] | None:
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return rows or None
+
+
+def paired_split(baseline: list[dict], answers: list[dict], holdout: list[str],
+                 types: list[str] = (), *, mode: str = "loose", seed: int = 0) -> dict:
+    """Prompt-level accuracy of `answers` minus `baseline` (rows of two `ifeval` answer files:
+    key, instruction_id_list, strict, loose) on the prompts both scored, per split, with a
+    paired bootstrap 95 % interval (evaluation/metrics.paired_gain)."""
+    before = {row["key"]: all(row[mode]) for row in baseline}
+    shared = [row for row in answers if row["key"] in before]
+    out = {}
+    for name, keep in holdout_split(shared, holdout, types).items():
+        gain = paired_gain([float(before[shared[k]["key"]]) for k in keep],
+                           [float(all(shared[k][mode])) for k in keep], seed)
+        out[name] = {k: gain[k] for k in ("n", "mean_before", "mean_after", "gain", "ci_low",
+                                          "ci_high")}
+    return out
+
+
+def ifeval_split_lines(metrics_dir: str | Path, answers_dir: str | Path | None = None
+                       ) -> list[str]:
+    """IFEval three ways when prompts.constraints.holdout is set (docs/constraints.md): prompt-
+    level loose accuracy on all prompts, on those of trained types only, on those with a held-out
+    type, each with M_k - M1 paired by prompt (bootstrap 95 %) where the answers are in
+    `answers_dir` (data/ifeval, the ifeval stages' answer files)."""
+    from ..evaluation.ifeval import SPLITS
+
+    models = [(k, m) for k, m in _load_all(Path(metrics_dir) / "ifeval") if m.get("splits")]
+    if not models:
+        return []
+    answers = {k: _answers(Path(answers_dir) / f"{m['model']}.jsonl")
+               if answers_dir and m.get("model") else None for k, m in models}
+    holdout = models[-1][1].get("holdout") or []
+    types = models[-1][1].get("trained_types") or []
+    intro = (f"IFEval by instruction type (held out of training: {', '.join(holdout)}): "
+             "prompt-level loose accuracy in % [bootstrap 95 %], and the change from M1 in "
+             "points, paired by prompt [95 %].")
+    lines = ["", intro, ""]
+    rows = []
+    for k, m in models:
+        cells = [f"M{k}"]
+        paired = (paired_split(answers[1], answers[k], holdout, types)
+                  if k != 1 and answers.get(1) and answers.get(k) else {})
+        for name in SPLITS:
+            split = m["splits"].get(name) or {}
+            loose = split.get("prompt_level_loose") or {}
+            ci = loose.get("ci95") or [None, None]
+            cell = (f"{_pct(loose.get('accuracy'))} [{_pct(ci[0])}–{_pct(ci[1])}] "
+                    f"(n={split.get('prompts', 0)})")
+            gain = paired.get(name) or {}
+            if gain.get("gain") is not None:
+                cell += (f"; {100 * gain['gain']:+.1f} [{100 * gain['ci_low']:+.1f}, "
+                         f"{100 * gain['ci_high']:+.1f}]")
+            cells.append(cell)
+        rows.append(cells)
+    return lines + _table(["model"] + [SPLIT_NAMES[n] for n in SPLITS], rows)
+
+
 def benchmarks_markdown(ifeval: list[dict], alpaca: list[tuple[int, dict]],
-                        lm_eval: list[tuple[int, dict]], chart: str | None) -> str:
+                        lm_eval: list[tuple[int, dict]], chart: str | None,
+                        split_lines: list[str] = ()) -> str:
     """The markdown section; empty benchmarks say how to produce them."""
     lines = ["", "## Benchmarks outside the loop", "", "### IFEval (official checkers)", ""]
     if ifeval:
@@ -96,6 +166,7 @@ def benchmarks_markdown(ifeval: list[dict], alpaca: list[tuple[int, dict]],
               _pct(r["instruction_level_loose"])] for r in ifeval])
         if chart:
             lines += ["", f"![ifeval]({chart})"]
+        lines += split_lines
     else:
         lines.append("No IFEval metrics yet (stages `ifeval@<model>`).")
     lines += ["", "### AlpacaEval 2.0 (vs GPT-4 Turbo)", ""]
@@ -160,11 +231,12 @@ def draw_ifeval_chart(rows: list[dict], out_dir: Path) -> str:
 
 
 def benchmarks_section(metrics_dir: str | Path, out_dir: str | Path,
-                       plots_dir: str | Path) -> str:
+                       plots_dir: str | Path, ifeval_answers: str | Path | None = None) -> str:
     """Draw reports/ifeval.png and plots/eval/ifeval.csv; return the markdown section."""
     ifeval = ifeval_rows(metrics_dir)
     chart = draw_ifeval_chart(ifeval, Path(out_dir))
     write_csv(Path(plots_dir) / "ifeval.csv", IFEVAL_COLUMNS,
               ([("" if r[c] is None else r[c]) for c in IFEVAL_COLUMNS] for r in ifeval))
     return benchmarks_markdown(ifeval, _load_all(Path(metrics_dir) / "alpaca_eval"),
-                               _load_all(Path(metrics_dir) / "lm_eval"), chart)
+                               _load_all(Path(metrics_dir) / "lm_eval"), chart,
+                               ifeval_split_lines(metrics_dir, ifeval_answers))

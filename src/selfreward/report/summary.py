@@ -327,7 +327,8 @@ def _csv_value(value) -> str:
     return "" if value is None else str(value)
 
 
-def write_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | Path) -> Path:
+def write_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | Path,
+                 ifeval_answers: str | Path | None = None) -> Path:
     """Write <out_dir>/summary.md and charts, and <plots_dir>/{iterations,models}.csv."""
     out, plots = Path(out_dir), Path(plots_dir)
     sft = _load(Path(metrics_dir) / "sft.json")
@@ -338,7 +339,7 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | 
               ([_csv_value(r[c]) for c in ITERATION_COLUMNS] for r in its))
     write_csv(plots / "models.csv", MODEL_COLUMNS,
               ([_csv_value(r[c]) for c in MODEL_COLUMNS] for r in models))
-    benchmarks = benchmarks_section(metrics_dir, out, plots)  # IFEval, AlpacaEval, lm-eval
+    benchmarks = benchmarks_section(metrics_dir, out, plots, ifeval_answers)  # IFEval, AlpacaEval, lm-eval
     summary = out / "summary.md"
     with atomic_file(summary) as fh:
         fh.write(render_markdown(sft, its, models, charts) + benchmarks)

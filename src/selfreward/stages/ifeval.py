@@ -14,7 +14,7 @@ from ..config.params import Params
 from ..core.io import write_jsonl
 from ..core.outputs import stage_outputs
 from ..data.seed import select_prompts
-from ..evaluation.ifeval import aggregate, load_ifeval_prompts, score_response
+from ..evaluation.ifeval import aggregate, load_ifeval_prompts, score_response, split_metrics
 from ..generation.engines import Sampling, open_engine
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,14 @@ def run_ifeval(*, params: Params, model_dir: str, prompts_path: str | None,
             **aggregate(rows, verdicts, samples=ifeval_params.bootstrap,
                         seed=ifeval_params.seed),
             "truncated_prompts": metrics["engine_truncated_prompts"]})
+        constraints = params.prompts.constraints
+        if constraints.holdout:  # docs/constraints.md: trained vs held-out instruction types
+            metrics.update({"holdout": list(constraints.holdout),
+                            "trained_types": list(constraints.types),
+                            "splits": split_metrics(rows, verdicts, constraints.holdout,
+                                                    constraints.types,
+                                                    samples=ifeval_params.bootstrap,
+                                                    seed=ifeval_params.seed)})
         write_jsonl(answers_path, ({"key": r["key"], "prompt": r["prompt"],
                                     "instruction_id_list": r["instruction_id_list"], "answer": a,
                                     "strict": v["strict"], "loose": v["loose"]}

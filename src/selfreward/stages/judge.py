@@ -16,6 +16,7 @@ from ..core.shards import model_fingerprint, shard_key
 from ..generation.engines import engine_key, open_engine
 from ..judge.pointwise import judge_metrics, judge_rows, load_responses
 from ..judge.rubric import judge_template
+from ..judge.verifiers import add_checks
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def run_judge(*, params: Params, model_dir: str, responses_path: str, out_path: 
                                           out_path, key)
         outputs.record_engine(engine)
         metrics = outputs.metrics
-        metrics.update({"mode": judge.mode, **judge_metrics(out), **shard_stats})
+        out, check_stats = add_checks(out, rows)  # constrained prompts: IFEval's checkers
+        metrics.update({"mode": judge.mode, **judge_metrics(out), **shard_stats, **check_stats})
         write_jsonl(out_path, out)
         if hist_path:
             write_csv(hist_path, ["score", "count"], ([d, metrics[f"hist_{d}"]] for d in range(6)))

@@ -19,6 +19,7 @@ from ..config.params import PairsParams, Params
 from ..core.io import read_jsonl, require, write_jsonl
 from ..core.outputs import stage_outputs
 from ..core.shards import item_seed
+from ..judge.verifiers import load_checks, pair_metrics, selection_rows
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +240,16 @@ def run_pairs(*, params: Params, judgments_path: str, out_path: str | Path,
                 raise UserError(f"pairs.source {pairs_params.source} needs --source-answers",
                                 field="pairs.source")
             source_rows = load_source_answers(source_answers_path, pairs_params.source)
-        rows = load_judgments(judgments_path) if pairs_params.source != "spin" else []
-        pairs, stats = select_pairs(rows, pairs_params, source_rows)
+            rows = load_judgments(judgments_path) if pairs_params.source != "spin" else []
+            pairs, stats = select_pairs(rows, pairs_params, source_rows)
+        else:
+            rows = load_judgments(judgments_path)
+            # constrained prompts (docs/constraints.md): checker verdicts gate or add to scores
+            checks = load_checks(judgments_path)
+            scored, no_contrast = selection_rows(rows, checks, pairs_params)
+            pairs, stats = select_pairs(scored, pairs_params)
+            plain = select_pairs(rows, pairs_params)[0] if scored is not rows else None
+            stats.update(pair_metrics(rows, checks, pairs, plain, no_contrast))
         log.info("pairs: %s", stats)
         if not pairs:
             raise UserError(

@@ -14,6 +14,7 @@ from ..data.seed import load_prompts
 from ..generation.engines import Sampling, engine_key, open_engine
 
 log = logging.getLogger(__name__)
+CONSTRAINT_FIELDS = ("instruction_id_list", "kwargs")
 
 
 def sample_responses(engine, rows: list[dict], params: ResponsesParams, shard_size: int,
@@ -25,7 +26,9 @@ def sample_responses(engine, rows: list[dict], params: ResponsesParams, shard_si
         answers = engine.generate(chats, Sampling(
             n=params.n, temperature=params.temperature, top_p=params.top_p,
             max_new_tokens=params.max_new_tokens, seed=item_seed(params.seed, index)))
-        return [{"id": row["id"], "prompt": row["prompt"], "responses": texts}
+        # a constrained prompt keeps its IFEval fields, for the judge's checkers
+        return [{"id": row["id"], "prompt": row["prompt"], "responses": texts,
+                 **{k: row[k] for k in CONSTRAINT_FIELDS if k in row}}
                 for row, texts in zip(chunk, answers)]
 
     return run_sharded(rows, output, key, shard_size, sample_shard, desc="responses",
