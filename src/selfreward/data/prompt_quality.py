@@ -62,7 +62,8 @@ _REFERS = [
                r"transcript)\b", re.I),
     re.compile(r"\bsummari[sz]e\s+the\s+following\b", re.I),
 ]
-_QUOTED = re.compile(r"[\"“'‘«\[(`][^\"”'’»\])`]{3,}")
+# An opening quote or bracket (not an apostrophe inside a word), 3+ characters, its closing one.
+_QUOTED = re.compile(r"(?<![A-Za-z])[\"“'‘«\[(`][^\"“”'‘’«»\[\]()`\n]{3,}[\"”'’»\])`]")
 
 _STOP = frozenset("""
 a an the and or but if then than so of to in on at by for with from into onto about as is are
