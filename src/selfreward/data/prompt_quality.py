@@ -23,7 +23,7 @@ import re
 QUALITY_RULES = ("template_leak", "self_talk", "missing_material", "few_content_words",
                  "not_request")
 
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")  # numbers are words too
 
 _LABELS = (r"task|tasks|user|assistant|instruction|input|output|answer|question|response|"
            r"example|step|solution|prompt")
@@ -43,8 +43,9 @@ _SELF = [
                r"(?:[\w-]+\s+){0,3}?(?:assistant|ai|chatbot|chat\s*bot|bot|language\s+model|"
                r"model)\b", re.I),
     re.compile(r"(?:^|[.!?]\s+)as\s+an?\s+(?:ai|assistant|language\s+model|chatbot)\b", re.I),
-    re.compile(r"\b(?:i'm sorry|i am sorry|i apologi[sz]e|i cannot|i can't|i can not|"
-               r"i am not able|i'm not able|i am unable|i'm unable|i can help you|"
+    # refusals and offers open a sentence: "What if I cannot sleep?" is a request
+    re.compile(r"(?:^|[.!?]\s+)(?:i'm sorry|i am sorry|i apologi[sz]e|i cannot|i can't|"
+               r"i can not|i am not able|i'm not able|i am unable|i'm unable|i can help you|"
                r"i will write|i'll write)\b", re.I),
 ]
 
@@ -71,7 +72,8 @@ was were be been being am do does did done have has had having it its it's this 
 those there here what which who whom whose when where why how can could would should will shall
 may might must i me my mine we us our you your yours he him his she her they them their not no
 yes ok okay please just very also too more most some any all each every one other same such
-own only new different kind thing things something anything get got let let's
+own only new different kind thing things something anything get got let let's between after
+before over under through during without within out up down off
 """.split())
 
 _INTERROGATIVE = frozenset("""
@@ -91,7 +93,8 @@ verify extract categorize categorise group match complete continue finish persua
 invent think consider advise guide walk add remove replace change turn play pretend act say state
 mention cite spell read debug optimize optimise refactor derive prove measure recite sketch
 summarise share offer plot list tally decide assess contrast interpret reword restate shorten
-simulate test select convert code program schedule organize organise
+simulate test select convert code program schedule organize organise put take keep use try
+bring let solve
 """.split())
 
 _REQUEST_PHRASES = re.compile(
