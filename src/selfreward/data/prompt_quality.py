@@ -23,30 +23,37 @@ import re
 QUALITY_RULES = ("template_leak", "self_talk", "missing_material", "few_content_words",
                  "not_request")
 
+_I = re.IGNORECASE
+
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")  # numbers are words too
 
 _LABELS = (r"task|tasks|user|assistant|instruction|input|output|answer|question|response|"
            r"example|step|solution|prompt")
 _LEAK = [
-    re.compile(r"\btask\s*\d*\s*:", re.I),                       # "Task:", "Task 2:"
-    re.compile(r"\bin this task\b", re.I),
-    re.compile(r"\b(?:new|next|another)\s+(?:task|topic)s?\b", re.I),
-    re.compile(r"\bthe\s+task\s+is\b", re.I),
+    re.compile(r"\btask\s*\d*\s*:", _I),                       # "Task:", "Task 2:"
+    re.compile(r"\bin this task\b", _I),
+    re.compile(r"\b(?:new|next|another)\s+(?:task|topic)s?\b", _I),
+    re.compile(r"\bthe\s+task\s+is\b", _I),
     # a field label with nothing after it but the end or another label
-    re.compile(rf"\b(?:{_LABELS})\s*\d*\s*:\s*(?:$|(?={_LABELS})\b)", re.I),
+    re.compile(rf"\b(?:{_LABELS})\s*\d*\s*:\s*(?:$|(?={_LABELS})\b)", _I),
 ]
 # What is left of a numbered stub or a bare list once markers and labels are removed: nothing.
-_MARKERS = re.compile(rf"(?:\b\d+\s*[.):]|[-*•#>]+|\b(?:{_LABELS})\b\s*\d*\s*:?)", re.I)
+_MARKERS = re.compile(rf"(?:\b\d+\s*[.):]|[-*•#>]+|\b(?:{_LABELS})\b\s*\d*\s*:?)", _I)
 
 _SELF = [
     re.compile(r"\b(?:i am|i'm|i was)\s+(?:not\s+)?(?:just\s+)?(?:a|an|the|your)\s+"
                r"(?:[\w-]+\s+){0,3}?(?:assistant|ai|chatbot|chat\s*bot|bot|language\s+model|"
-               r"model)\b", re.I),
-    re.compile(r"(?:^|[.!?]\s+)as\s+an?\s+(?:ai|assistant|language\s+model|chatbot)\b", re.I),
+               r"model)\b", _I),
+    re.compile(r"(?:^|[.!?]\s+)as\s+an?\s+(?:ai|assistant|language\s+model|chatbot)\b", _I),
     # refusals and offers open a sentence: "What if I cannot sleep?" is a request
     re.compile(r"(?:^|[.!?]\s+)(?:i'm sorry|i am sorry|i apologi[sz]e|i cannot|i can't|"
                r"i can not|i am not able|i'm not able|i am unable|i'm unable|i can help you|"
-               r"i will write|i'll write)\b", re.I),
+               r"i will write|i'll write)\b", _I),
 ]
 
 _MATERIAL = (r"passages?|texts?|articles?|emails?|e-mails?|letters?|paragraphs?|sentences?|"
@@ -55,18 +62,18 @@ _MATERIAL = (r"passages?|texts?|articles?|emails?|e-mails?|letters?|paragraphs?|
              r"data|tables?|lists?|information|input|paper|abstract|transcript|tweets?|posts?|"
              r"lyrics|program|function|summary|words|questions?|passage")
 _REFERS = [
-    re.compile(rf"\b(?:this|these|that|those)\s+(?:[\w-]+\s+){{0,2}}?(?:{_MATERIAL})\b", re.I),
+    re.compile(rf"\b(?:this|these|that|those)\s+(?:[\w-]+\s+){{0,2}}?(?:{_MATERIAL})\b", _I),
     re.compile(rf"\bthe\s+(?:following|above|below|given|attached|provided|preceding)\s+"
-               rf"(?:[\w-]+\s+){{0,2}}?(?:{_MATERIAL})\b", re.I),
-    re.compile(rf"\bthe\s+(?:{_MATERIAL})\s+(?:above|below)\b", re.I),
+               rf"(?:[\w-]+\s+){{0,2}}?(?:{_MATERIAL})\b", _I),
+    re.compile(rf"\bthe\s+(?:{_MATERIAL})\s+(?:above|below)\b", _I),
     re.compile(r"\bthe\s+(?:passage|article|text|paragraph|excerpt|document|email|essay|"
-               r"transcript)\b", re.I),
-    re.compile(r"\bsummari[sz]e\s+the\s+following\b", re.I),
+               r"transcript)\b", _I),
+    re.compile(r"\bsummari[sz]e\s+the\s+following\b", _I),
 ]
 # An opening quote or bracket (not an apostrophe inside a word), 3+ characters, its closing one.
 _QUOTED = re.compile(r"(?<![A-Za-z])[\"“'‘«\[(`][^\"“”'‘’«»\[\]()`\n]{3,}[\"”'’»\])`]")
 
-_STOP = frozenset("""
+_STOP = _wordset("""
 a an the and or but if then than so of to in on at by for with from into onto about as is are
 was were be been being am do does did done have has had having it its it's this that these
 those there here what which who whom whose when where why how can could would should will shall
@@ -74,15 +81,15 @@ may might must i me my mine we us our you your yours he him his she her they the
 yes ok okay please just very also too more most some any all each every one other same such
 own only new different kind thing things something anything get got let let's between after
 before over under through during without within out up down off
-""".split())
+""")
 
-_INTERROGATIVE = frozenset("""
+_INTERROGATIVE = _wordset("""
 what what's whats how how's why who who's whom whose when where where's which can could would
 should will shall is are am was were do does did have has may might must isn't aren't don't
 doesn't didn't can't won't wouldn't shouldn't couldn't
-""".split())
+""")
 
-_IMPERATIVE = frozenset("""
+_IMPERATIVE = _wordset("""
 write explain describe give list name tell suggest create make generate compare summarize
 summarise translate convert calculate compute find rewrite paraphrase classify sort outline plan
 recommend define draft help brainstorm identify fix edit answer compose design solve provide show
@@ -95,12 +102,12 @@ mention cite spell read debug optimize optimise refactor derive prove measure re
 summarise share offer plot list tally decide assess contrast interpret reword restate shorten
 simulate test select convert code program schedule organize organise put take keep use try
 bring let solve
-""".split())
+""")
 
 _REQUEST_PHRASES = re.compile(
     r"\b(?:i need|i want|i'd like|i would like|help me|can you|could you|would you|tips (?:for|on|"
     r"to)|ideas (?:for|on)|how to|how do i|i'm looking for|i am looking for|advice (?:on|for)|"
-    r"recommendations? for|suggestions? for|what should i|steps to)\b", re.I)
+    r"recommendations? for|suggestions? for|what should i|steps to)\b", _I)
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -126,7 +133,7 @@ def is_self_talk(text: str) -> bool:
 
 def has_material(text: str) -> bool:
     """Quoted text, three words or more after a colon, or a second line of text."""
-    head, colon, tail = text.partition(":")
+    _, colon, tail = text.partition(":")
     if colon and len(words(tail)) >= 3:
         return True
     if _QUOTED.search(text):
