@@ -146,3 +146,38 @@ def test_source_model_writes_with_prompts_model_not_m_t(tmp_path, monkeypatch):
     assert metrics["rejected_self_talk"] == 1 and metrics["rejected_missing_material"] == 1
     assert sorted(d["reason"] for d in metrics["sample_dropped"]) == ["missing_material",
                                                                      "self_talk"]
+
+
+def test_switching_to_the_pool_changes_the_prompts_stages_and_nothing_before(tmp_path):
+    """What `dvc exp run -S prompts.source=pool` reruns: the real `dvc status` over a locked
+    copy of the pipeline marks prompts@t for its params, and no stage upstream of it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from test_dvc_deps import PKG, _placeholder_outputs, _run
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, repo)
+    shutil.copytree(SEED, repo / "data" / "seed")
+    shutil.copytree(PKG, repo / "src" / "selfreward",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    dvc = str(Path(sys.executable).parent / "dvc")
+    _run(repo, "git", "init", "-q")
+    _run(repo, dvc, "init", "-q")
+    _run(repo, dvc, "config", "core.analytics", "false")
+    _placeholder_outputs(repo)
+    _run(repo, dvc, "commit", "-f", "-q")
+    params = (repo / "params.yaml").read_text()
+    assert "\n  source: generate " in params
+    (repo / "params.yaml").write_text(params.replace("\n  source: generate ",
+                                                     "\n  source: pool ", 1))
+    done = subprocess.run([dvc, "status", "--json"], cwd=repo, capture_output=True, text=True,
+                          check=True)
+    status = json.loads(done.stdout)
+    assert set(status) == {"prompts@1", "prompts@2"}, status
+    for change in status.values():  # only the one param, no file dependency or output
+        assert change == [{"changed deps": {"params.yaml": {"prompts": "modified"}}}], \
+            status
