@@ -254,6 +254,8 @@ def test_prompts_stage_takes_disjoint_blocks_of_tasks(tmp_path, monkeypatch):
         blocks.append([json.loads(x) for x in (tmp_path / f"p{t}.jsonl").read_text().split("\n")
                        if x])
     assert [len(b) for b in blocks] == [3, 3]
+    sample = json.loads((tmp_path / "m1.json").read_text())["sample_kept"]
+    assert sorted(sample) == sorted(r["prompt"] for r in blocks[0])  # 3 < 8: all of them
     assert not {r["id"] for r in blocks[0]} & {r["id"] for r in blocks[1]}
     tasks = {t.id: t for t in load_seed_tasks(out / "tasks.jsonl")}
     assert all(r["prompt"].startswith(tasks[r["id"]].instruction) for b in blocks for r in b)

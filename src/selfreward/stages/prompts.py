@@ -199,7 +199,8 @@ def prompts_from_tasks(params: PromptsParams, tasks_path: str | Path | None, ite
                                                       tasks[i].instances[0]["input"]),
              "shots": []} for i in block]
     outputs.metrics.update({"source": "self_instruct", "tasks": len(tasks), "iteration": number,
-                            "kept": len(rows)})
+                            "kept": len(rows),
+                            **prompt_sample([row["prompt"] for row in rows], [], params.seed)})
     if len(rows) < params.count:
         log.warning("prompts: only %d self-instruct tasks left for iteration %d (count %d)",
                     len(rows), number, params.count)
