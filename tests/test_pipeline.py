@@ -24,7 +24,8 @@ TINY_PARAMS = {
             "train_layers": 1},  # the tiny model has 2 blocks; DPO trains all (0)
     "engine": {"name": "hf", "batch_size": 8, "shard_size": 4, "max_model_len": 1024},
     "prompts": {"count": 4, "max_attempts": 12, "max_new_tokens": 24, "seed_shots": 2,
-                "generated_shots": 1},
+                "generated_shots": 1,
+                "quality": []},  # the scripted model writes word salad, never a request
     "responses": {"n": 3, "max_new_tokens": 16},
     "judge": {"mode": "sample", "samples": 2, "max_new_tokens": 16},
     "pairs": {"min_margin": 0.1},

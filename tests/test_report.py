@@ -119,3 +119,50 @@ def test_model_rows_come_from_the_per_model_metrics(tmp_path):
     rows = model_rows(collect_models(metrics))
     assert [r["index"] for r in rows] == [0, 1, 2, 3]
     assert rows[0]["judge_pairwise_accuracy"] == 0.6 and rows[1]["relevance_accuracy"] == 0.6
+
+
+def test_report_lists_a_seeded_sample_of_kept_and_dropped_prompts(tmp_path):
+    from fakes import ScriptedEngine
+
+    from selfreward.config.params import PromptsParams
+    from selfreward.stages.prompts import generate_prompts
+
+    good = ["Explain how a kettle boils water.", "Give me three tips for a job interview.",
+            "Why do cats purr?", "Write a haiku about winter mornings.",
+            "How can I keep basil alive indoors?", "List five rivers in Africa.",
+            "Translate 'thank you' into Japanese.", "What causes thunder during storms?",
+            "Suggest a name for a bakery.", "Compare trains and buses for commuting.",
+            "Draft an invitation to a picnic on Sunday.", "Convert 30 miles to kilometres."]
+    bad = ["I am a helpful assistant.", "Summarize this passage.", "Question: Answer:",
+           "Cooking is a fun hobby.", "The weather in the city.", "I'm a web-based chatbot.",
+           "Reply to this email politely.", "A poem about it.", "Water is wet and cold.",
+           "In this task you write."]
+    replies = iter([f"Task 5: {text}" for pair in zip(good, bad + bad[:2]) for text in pair])
+    p = PromptsParams(count=12, max_attempts=24, seed_shots=1, generated_shots=0)
+    _, metrics = generate_prompts(ScriptedEngine(lambda text, k, seed: next(replies)), p,
+                                  [("s", "Name three rivers in France.")], round_size=8,
+                                  output=tmp_path / "p.jsonl", key="k")
+    assert len(metrics["sample_kept"]) == 8 and set(metrics["sample_kept"]) <= set(good)
+    assert len(metrics["sample_dropped"]) == 8
+    assert {d["text"] for d in metrics["sample_dropped"]} <= set(bad)
+    root = tmp_path / "metrics"
+    (root / "iter1").mkdir(parents=True)
+    (root / "iter1" / "prompts.json").write_text(json.dumps(metrics))
+    (root / "iter2").mkdir()
+    (root / "iter2" / "prompts.json").write_text(json.dumps(
+        {"source": "pool", "kept": 2, "sample_kept": ["Why do cats purr?", "Line one\nline two"],
+         "sample_dropped": []}))
+    res = CliRunner().invoke(main, ["report", "--metrics-dir", str(root), "--out",
+                                    str(tmp_path / "r"), "--plots", str(tmp_path / "pl")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "r" / "summary.md").read_text()
+    section = md.split("## Prompts the loop trained on")[1].split("\n## ")[0]
+    it1, it2 = section.split("### Iteration 1")[1].split("### Iteration 2")
+    assert "source: generate; kept 12; dropped: " in it1
+    assert metrics["rejected_self_talk"] == 3 and "self_talk 3" in it1
+    kept_part, dropped_part = it1.split("Dropped:")
+    assert sum(f"- {text}\n" in kept_part for text in good) == 8
+    assert sum(f"] {d['text']}\n" in dropped_part for d in metrics["sample_dropped"]) == 8
+    assert f"- [{metrics['sample_dropped'][0]['reason']}] " in dropped_part
+    assert "(source: pool; kept 2)" in it2 and "- Line one ⏎ line two" in it2
+    assert "Dropped:\n\n- (none)" in it2

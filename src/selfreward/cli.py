@@ -162,14 +162,19 @@ def sft(**options) -> None:
        "when prompts.source=self_instruct.", required=False)
 @click.option("--iteration", default="1", show_default=True, help="Iteration t: with "
               "prompts.source=self_instruct, the t-th block of prompts.count tasks.")
+@_path("--exclude", "exclude_paths", "Prompts a prompts.source=pool pool must not contain "
+       "(eval, IFEval; the --seed-data prompts always); repeatable.", required=False,
+       multiple=True)
 @_path("--out", "out_path", "prompts.jsonl to write.")
 @_path("--metrics", "metrics_path", "Metrics JSON (kept/rejected per reason).")
 @_path("--ifeval", "ifeval_path", "IFEval prompts no training prompt may (nearly) equal "
        "(decontamination metric).", required=False)
 def prompts(**options) -> None:
     """New user prompts written by M_t from few-shot examples (params prompts.*, engine.*), kept
-    by the Self-Instruct filters (ROUGE-L against the pool, blacklist, length, duplicates); with
-    prompts.source=self_instruct, taken from the --self-instruct tasks instead."""
+    by the Self-Instruct filters (ROUGE-L against the pool, blacklist, length, duplicates) and
+    the prompt-quality rules (prompts.quality); with prompts.source=model written by
+    prompts.model instead; with self_instruct or pool, taken from the --self-instruct tasks or
+    the prompts.pool file."""
     from .stages.prompts import run_prompts
     run_prompts(**options)
 

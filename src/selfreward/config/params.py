@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -180,6 +181,12 @@ class EngineParams(Section):
     shard_size: PositiveInt = Field(64, description="items per resumable shard")
 
 
+# data/prompt_quality.py QUALITY_RULES, in its order (tests/test_prompt_quality.py checks); not
+# imported, so that config/ depends on no other package module.
+QualityRule = Literal["template_leak", "self_talk", "missing_material", "few_content_words",
+                      "not_request"]
+QUALITY_RULES: tuple[str, ...] = typing.get_args(QualityRule)
+
 # Self-Instruct's keyword filter: tasks a text-only model cannot do.
 BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map",
              "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"]
@@ -194,6 +201,11 @@ class InstructionFilterParams(Section):
     min_words: NonNegativeInt = Field(3, description="shortest instruction kept, in words")
     max_words: NonNegativeInt = Field(150, description="longest instruction kept, in words")
     blacklist: list[str] = Field(BLACKLIST, description="keywords that reject an instruction")
+    quality: list[QualityRule] = Field(
+        list(QUALITY_RULES), description="prompt-quality rules applied after the Self-Instruct "
+        "filters (data/prompt_quality.py, docs/prompts.md); [] = none")
+    min_content_words: NonNegativeInt = Field(
+        2, le=50, description="rule few_content_words: fewest words outside the stop-word list")
     seed: Seed = 0
 
     @model_validator(mode="after")
@@ -230,8 +242,13 @@ class PromptsParams(InstructionFilterParams):
     temperature: Temperature = 0.6
     top_p: TopP = 0.9
     max_new_tokens: MaxNewTokens = 64
-    source: Literal["generate", "self_instruct"] = Field(
-        "generate", description="M_t writes them | the t-th block of the self_instruct tasks")
+    source: Literal["generate", "self_instruct", "pool", "model"] = Field(
+        "generate", description="M_t writes them | the t-th block of the self_instruct tasks | "
+        "the t-th block of prompts.pool | the fixed prompts.model writes them")
+    pool: str = Field("data/seed/prompt_pool.jsonl", min_length=1, description="JSONL of "
+                      "{id, prompt} requests for source pool (a DVC dependency)")
+    model: str = Field("models/m0", min_length=1, description="checkpoint that writes the "
+                       "prompts with source model (a DVC dependency)")
     constraints: ConstraintsParams = Field(ConstraintsParams(),
                                            description="verifiable instructions appended")
 
@@ -248,6 +265,10 @@ class SelfInstructParams(InstructionFilterParams):
     instance_temperature: Temperature = Field(0.0, description="0 = greedy instances (paper)")
     instance_max_new_tokens: MaxNewTokens = 300
     max_instances: PositiveInt = Field(5, description="instances kept per task")
+    quality: list[QualityRule] = Field(
+        [r for r in QUALITY_RULES if r != "missing_material"],
+        description="prompt-quality rules after the Self-Instruct filters; missing_material is "
+        "off by default here: a task's instances carry the material its instruction refers to")
 
 
 class ResponsesParams(Section):

@@ -1,7 +1,8 @@
 """Self-Instruct filters, shared by the `prompts` and `self-instruct` stages.
 
 Instructions: length in words, start with punctuation or a non-ASCII character, keyword
-blacklist, exact duplicate, ROUGE-L F1 >= threshold against the pool (seed + kept).
+blacklist, exact duplicate, ROUGE-L F1 >= threshold against the pool (seed + kept); then the
+prompt-quality rules named in `quality` (data/prompt_quality.py: is it a request at all?).
 Instances: input == output, empty output, text ending in ':', duplicates; a task whose identical
 inputs got different outputs is dropped; at most `max_instances` per task.
 """
@@ -12,10 +13,11 @@ import random
 from collections import Counter
 from typing import Protocol
 
+from .prompt_quality import QUALITY_RULES, quality_reason
 from .rouge import RougeLPool, rouge_tokens
 
 INSTRUCTION_REJECTIONS = ("empty", "too_short", "too_long", "bad_start", "blacklist", "duplicate",
-                          "near_duplicate")
+                          "near_duplicate", *QUALITY_RULES)
 INSTANCE_DROPS = ("instance_input_equals_output", "instance_empty_output",
                   "instance_ends_with_colon", "instance_duplicate", "instance_over_limit",
                   "task_conflicting_outputs", "task_no_instances")
@@ -28,6 +30,8 @@ class FilterSettings(Protocol):
     min_words: int
     max_words: int
     blacklist: list[str]
+    quality: list[str]
+    min_content_words: int
 
 
 class InstructionFilter:
@@ -59,7 +63,7 @@ class InstructionFilter:
             return "duplicate"
         if self.rouge.first_match(text) is not None:
             return "near_duplicate"
-        return None
+        return quality_reason(text, self.settings.quality, self.settings.min_content_words)
 
     def add(self, text: str) -> None:
         self.rouge.add(text)

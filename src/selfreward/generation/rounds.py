@@ -31,9 +31,11 @@ class RoundParams(Protocol):
 
 @dataclass
 class Rounds:
-    """What the loop kept (`{"text", "shots"}` in the order kept) and how it got there."""
+    """What the loop kept (`{"text", "shots"}` in the order kept), what it dropped (`{"text",
+    "reason"}`) and how it got there."""
 
     kept: list[dict] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)
     reasons: Counter = field(default_factory=Counter)
     attempts: int = 0
     candidates: int = 0
@@ -87,6 +89,7 @@ def generate_rounds(engine: Engine, params: RoundParams, seeds: list[Shot], roun
                 reason = instruction_filter.check(text)
                 if reason:
                     out.reasons[reason] += 1
+                    out.dropped.append({"text": text, "reason": reason})
                     continue
                 instruction_filter.add(text)
                 out.kept.append({"id": id_prefix.format(len(out.kept)), "text": text,

@@ -127,6 +127,7 @@ def iteration_rows(runs: dict[int, dict[str, dict]]) -> list[dict]:
                                        _get(ev, "fixed_judge_gain", "vs_prev", "ci_high")),
                "prompts_kept": _get(m["prompts"], "kept"),
                "prompt_attempts": _get(m["prompts"], "attempts"),
+               "prompts": m["prompts"],
                "parse_rate": _get(m["judge"], "parse_rate"),
                "mean_self_reward": _get(m["judge"], "mean_score"),
                "self_reward_std": judge_std,
@@ -300,6 +301,7 @@ def render_markdown(sft: dict, its: list[dict], models: list[dict], charts: list
               + (" (biased)" if r[f"position_biased_vs_{side}"] else "")]
              for r in its for side, name in (("prev", f"M{r['iteration']}"), ("sft", "M1"))
              if not (side == "sft" and r["iteration"] == 1)])
+        lines += prompts_section(its)
         lines += ["", "## Self-judged score histogram (rounded mean score per response)", ""]
         lines += _table(["iteration"] + [str(d) for d in range(6)],
                         [[str(r["iteration"])] + [_fmt(h) for h in r["hist"]] for r in its])
@@ -308,6 +310,38 @@ def render_markdown(sft: dict, its: list[dict], models: list[dict], charts: list
     if charts:
         lines += ["", "## Charts", ""] + [f"![{c[:-4]}]({c})" for c in charts]
     return "\n".join(lines) + "\n"
+
+
+PROMPTS_NOTE = (
+    "A seeded sample of the prompts each iteration kept (what the loop answered, judged and "
+    "trained on) and of the candidates the filters dropped, with the rule that dropped them "
+    "(docs/prompts.md).")
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ⏎ ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def prompts_section(its: list[dict]) -> list[str]:
+    """Per iteration: the prompt source, drops per reason and the sampled kept/dropped prompts
+    of metrics/iter<t>/prompts.json; [] when no iteration has a sample."""
+    its = [r for r in its if r["prompts"].get("sample_kept") is not None]
+    if not its:
+        return []
+    lines = ["", "## Prompts the loop trained on", "", PROMPTS_NOTE]
+    for r in its:
+        m = r["prompts"]
+        drops = ", ".join(f"{k[len('rejected_'):]} {v}" for k, v in m.items()
+                          if k.startswith("rejected_") and v)
+        lines += ["", f"### Iteration {r['iteration']} (source: {m.get('source', 'generate')}; "
+                  f"kept {_fmt(m.get('kept'))}" + (f"; dropped: {drops}" if drops else "") + ")",
+                  "", "Kept:", ""]
+        lines += [f"- {_one_line(text)}" for text in m["sample_kept"]] or ["- (none)"]
+        lines += ["", "Dropped:", ""]
+        lines += [f"- [{d.get('reason', DASH)}] {_one_line(d.get('text', ''))}"
+                  for d in m.get("sample_dropped") or []] or ["- (none)"]
+    return lines
 
 
 def sft_text(sft: dict) -> str:
