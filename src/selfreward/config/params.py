@@ -201,19 +201,22 @@ class DpoParams(TrainParams):
         valid = trl_loss_types()
         if not types:
             raise ParamsError("loss_type", f"needs at least one of: {', '.join(valid)}")
-        for i, name in enumerate(types):
+        for name in types:
             if name not in valid:
-                key = "loss_type" if isinstance(self.loss_type, str) else f"loss_type.{i}"
-                raise ParamsError(key, f"unknown TRL loss type {name!r} (valid: "
+                raise ParamsError("loss_type", f"unknown TRL loss type {name!r} (valid: "
                                   f"{', '.join(valid)})", near="loss_type")
         if len(set(types)) != len(types):
             raise ParamsError("loss_type", f"lists a loss type twice: {types}")
         if self.loss_weights is not None and len(self.loss_weights) != len(types):
             raise ParamsError("loss_weights", f"needs one weight per loss_type ({len(types)}), "
                               f"got {len(self.loss_weights)}")
-        if self.cream.enabled and types != ["sigmoid"]:
-            raise ParamsError("cream.enabled", "CREAM replaces the sigmoid DPO loss: set "
-                              f"loss_type: sigmoid (got {self.loss_type})", near="cream")
+        if self.cream.enabled:
+            if types != ["sigmoid"] or self.ld_alpha is not None:
+                raise ParamsError("cream.enabled", "CREAM replaces the sigmoid DPO loss: set "
+                                  "loss_type: sigmoid and ld_alpha: null", near="cream")
+            if self.distill.weight or self.distill.chosen_weight or self.distill.rejected_weight:
+                raise ParamsError("cream.enabled", "CREAM and distillation do not combine yet: "
+                                  "set the dpo.distill weights to 0", near="cream")
         return self
 
 
