@@ -258,7 +258,7 @@ def test_cream_trainer_uses_each_pairs_consistency(tmp_path, tiny_model, other_m
     want = float(losses.cream(chosen, rejected, consistency, 0.1).mean())
     assert got == pytest.approx(want, rel=1e-4)
     assert abs(got - float(losses.dpo_sigmoid(chosen, rejected, 0.1).mean())) > 1e-4
-    assert trainer._metrics["train"]["cream/c"][-1] == pytest.approx(0.5)
+    assert trainer._metrics["eval"]["cream/c"][-1] == pytest.approx(0.5)  # eval mode above
     # and it trains: a gradient reaches the weights
     trainer.model.train()
     batch["consistency"] = consistency
@@ -330,7 +330,8 @@ def test_stage_dual_level_distillation_logs_each_term(tmp_path, tiny_model, othe
 
 
 def test_previous_model_follows_the_iterations():
-    p = Params()
+    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert set(p.iterations) == {"1", "2"}
     assert previous_model(p, "models/m1") == "models/m0"
     assert previous_model(p, "models/m2") == "models/m1"
     assert previous_model(p, "models/m3") == "models/m2"

@@ -190,8 +190,8 @@ class DpoParams(TrainParams):
     loss_type: str | list[str] = Field("sigmoid", description="TRL DPO loss type(s)")
     loss_weights: list[Annotated[float, Field(ge=0), YAML_NUMBER]] | None = Field(
         None, description="one weight per loss_type (null = all 1.0)")
-    ld_alpha: Annotated[float, Field(ge=0, le=1), YAML_NUMBER] | None = Field(
-        None, description="LD-DPO: weight of the longer answer's tail (null = plain DPO)")
+    ld_alpha: Annotated[float | None, YAML_NUMBER] = Field(
+        None, ge=0, le=1, description="LD-DPO: weight of the longer answer's tail (null = off)")
     cream: CreamParams = Field(CreamParams(), description="CREAM consistency regularization")
     distill: DistillParams = Field(DistillParams(), description="teacher distillation")
 
