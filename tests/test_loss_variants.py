@@ -27,7 +27,8 @@ def test_each_variant_is_one_exp_run_and_reruns_only_dpo_and_what_reads_m2(tmp_p
                                                                            scripted_model):
     repo = make_repo(tmp_path, scripted_model, ONE_ITERATION)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["models"] = ONE_ITERATION["models"]  # the merge keeps params.yaml's m3 otherwise
+    # make_repo merges mappings key by key: drop params.yaml's second iteration and M3
+    params["iterations"], params["models"] = ONE_ITERATION["iterations"], ONE_ITERATION["models"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     repro(repo)
     run(repo, "git", "add", "-A")
