@@ -280,6 +280,8 @@ def pairs(**options) -> None:
 @_path("--out", "out_dir", "Output checkpoint directory (M_t+1).")
 @_path("--metrics", "metrics_path", "Metrics JSON (loss, reward margins, accuracies).")
 @_path("--plot", "plot_path", "Training curve CSV (DVC plot).", required=False)
+@_path("--judgments", "judgments_path", "judgments.jsonl of the pairs (read by CREAM only, "
+       "dpo.cream.enabled).", required=False)
 def dpo(**options) -> None:
     """Train M_t+1 from M_t with DPO on the self-rewarded pairs (params dpo.*), reference M_t;
     optional LoRA (dpo.lora) merged before saving; dpo.distill.weight > 0 adds a token-level KL

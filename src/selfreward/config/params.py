@@ -146,10 +146,39 @@ class SftParams(TrainParams):
         "random", description="shuffled examples | whole groups kept in one batch")
 
 
+def trl_loss_types() -> list[str]:
+    """The DPO loss types the installed TRL knows, read from its DPOTrainer source (no import:
+    params load stays fast); TRL 1.16's list when TRL is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("trl")
+    source = Path(spec.origin).parent / "trainer" / "dpo_trainer.py" if spec and spec.origin else None
+    if source is not None and source.is_file():
+        found = re.findall(r'loss_type == "(\w+)"', read_text(source))
+        if found:
+            return list(dict.fromkeys(found))
+    return ["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+            "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+
+
+class CreamParams(Section):
+    """CREAM (Wang et al. 2025): per-pair label smoothing by ranking consistency (docs/losses.md)."""
+
+    enabled: bool = Field(False, description="loss = C*DPO(y+, y-) + (1-C)*DPO(y-, y+)")
+    # implicit_reward: sum log pi_Mt(y|x) - sum log pi_Mt-1(y|x), against the loop judge's scores.
+    rank_by: Literal["implicit_reward"] = Field(
+        "implicit_reward", description="second ranking of the N answers (judge: not built yet)")
+    consistency: Literal["per_prompt", "mean"] = Field(
+        "per_prompt", description="each pair its own C | the mean C for every pair")
+
+
 class DistillParams(Section):
     """Optional teacher distillation added to the DPO loss (training/distill.py)."""
 
     weight: NonNegative = Field(0.0, description="loss = DPO + weight * token KL; 0 = plain DPO")
+    # Dual-level: alpha * KL on the chosen answers' tokens + gamma * KL on the rejected ones'.
+    chosen_weight: NonNegative = Field(0.0, description="alpha: weight of the chosen-side KL")
+    rejected_weight: NonNegative = Field(0.0, description="gamma: weight of the rejected-side KL")
     teacher: str = Field("models/m0", description="teacher checkpoint dir (student's tokenizer)")
     temperature: Positive = Field(1.0, description="softmax temperature of the KL")
     direction: Literal["forward", "reverse"] = Field(
@@ -163,8 +192,38 @@ class DpoParams(TrainParams):
     final_learning_rate: NonNegative = Field(1e-7, description="cosine decay floor")
     batch_size: PositiveInt = Field(16, description="pairs per process and step")
     beta: Positive = Field(0.1, description="DPO beta: strength of the pull to the reference")
-    loss_type: str = Field("sigmoid", description="TRL DPO loss_type")
+    # loss = sum_i loss_weights[i] * loss_type[i] (TRL); [sigmoid, sft] = Iterative RPO.
+    loss_type: str | list[str] = Field("sigmoid", description="TRL DPO loss type(s)")
+    loss_weights: list[Annotated[float, Field(ge=0), YAML_NUMBER]] | None = Field(
+        None, description="one weight per loss_type (null = all 1.0)")
+    ld_alpha: Annotated[float | None, YAML_NUMBER] = Field(
+        None, ge=0, le=1, description="LD-DPO: weight of the longer answer's tail (null = off)")
+    cream: CreamParams = Field(CreamParams(), description="CREAM consistency regularization")
     distill: DistillParams = Field(DistillParams(), description="teacher distillation")
+
+    @model_validator(mode="after")
+    def _losses(self) -> DpoParams:
+        types = [self.loss_type] if isinstance(self.loss_type, str) else self.loss_type
+        valid = trl_loss_types()
+        if not types:
+            raise ParamsError("loss_type", f"needs at least one of: {', '.join(valid)}")
+        for name in types:
+            if name not in valid:
+                raise ParamsError("loss_type", f"unknown TRL loss type {name!r} (valid: "
+                                  f"{', '.join(valid)})", near="loss_type")
+        if len(set(types)) != len(types):
+            raise ParamsError("loss_type", f"lists a loss type twice: {types}")
+        if self.loss_weights is not None and len(self.loss_weights) != len(types):
+            raise ParamsError("loss_weights", f"needs one weight per loss_type ({len(types)}), "
+                              f"got {len(self.loss_weights)}")
+        if self.cream.enabled:
+            if types != ["sigmoid"] or self.ld_alpha is not None:
+                raise ParamsError("cream.enabled", "CREAM replaces the sigmoid DPO loss: set "
+                                  "loss_type: sigmoid and ld_alpha: null", near="cream")
+            if self.distill.weight or self.distill.chosen_weight or self.distill.rejected_weight:
+                raise ParamsError("cream.enabled", "CREAM and distillation do not combine yet: "
+                                  "set the dpo.distill weights to 0", near="cream")
+        return self
 
 
 class EngineParams(Section):

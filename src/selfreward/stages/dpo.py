@@ -1,7 +1,8 @@
 """Stage `dpo` (M_t -> M_t+1): TRL DPOTrainer on the self-rewarded pairs, reference = M_t.
 
-With dpo.distill.weight > 0 the loss adds a token-level KL to a teacher on the chosen and the
-rejected answers (training/distill.py).
+The loss: TRL's dpo.loss_type (one or a weighted list, dpo.loss_weights; dpo.ld_alpha for
+LD-DPO); dpo.cream.enabled makes it CREAM (training/cream.py); distillation weights > 0 add
+token-level KL terms to a teacher (training/distill.py). Formulas: training/losses.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from ..training.common import (
     trainer_kwargs,
     training_workdir,
 )
+from ..training.cream import cream_trainer, pair_consistency, previous_model
 from ..training.distill import distill_trainer, load_teacher
+from ..judge.judgments import load_judgments
 
 log = logging.getLogger(__name__)
 
@@ -60,26 +63,64 @@ def pair_counts(pairs: int, dataset, max_length: int | None) -> dict:
             "pair_tokens": int(tokens)}
 
 
+def cream_consistency(params: Params, model, tokenizer, model_dir: str | Path, rows: list[dict],
+                      pairs_path: str, judgments_path: str | None) -> tuple[list[float], dict]:
+    """CREAM's C per pair (training/cream.py): the judge's ranking of the N answers against
+    M_t's implicit reward over M_t-1."""
+    if not judgments_path:
+        raise UserError("dpo.cream.enabled needs the judgments of the N answers (--judgments)",
+                        file=pairs_path, field="dpo.cream.enabled")
+    ids = [row.get("id") for row in read_jsonl_ids(pairs_path)]
+    previous_dir = previous_model(params, model_dir)
+    previous, _ = load_model(previous_dir, dtype="float32")
+    model.eval()
+    values, metrics = pair_consistency([{"id": i} for i in ids], load_judgments(judgments_path),
+                                       model, previous, tokenizer, params.dpo.max_length,
+                                       params.dpo.cream.consistency, judgments_path)
+    model.train()
+    del previous
+    log.info("CREAM: C against %s: %s", previous_dir, metrics)
+    return values, {**metrics, "cream_previous": previous_dir}
+
+
+def read_jsonl_ids(path: str) -> list[dict]:
+    """Each pair's `id` (a string, as the pairs stage writes it)."""
+    out = []
+    for line, obj in read_jsonl(path):
+        out.append({"id": require(obj, "id", str, file=path, line=line)})
+    return out
+
+
 def run_dpo(*, params: Params, model_dir: str | Path, pairs_path: str, out_dir: str | Path,
-            metrics_path: str | Path, plot_path: str | Path | None = None) -> dict:
+            metrics_path: str | Path, plot_path: str | Path | None = None,
+            judgments_path: str | None = None) -> dict:
     """Train M_t+1 from M_t with DPO on the pairs (params dpo, base.dtype); the frozen reference
-    is a copy of M_t. The training process writes the metrics (the main rank alone)."""
+    is a copy of M_t. The training process writes the metrics (the main rank alone).
+    `judgments_path` (all N scored answers per prompt) is read only by CREAM (dpo.cream)."""
     with stage_outputs(out_dir, metrics_path, plot_path):
-        return train_dpo(params, model_dir, pairs_path, out_dir, metrics_path, plot_path)
+        return train_dpo(params, model_dir, pairs_path, out_dir, metrics_path, plot_path,
+                         judgments_path)
 
 
 def train_dpo(params: Params, model_dir: str | Path, pairs_path: str, out_dir: str | Path,
-              metrics_path: str | Path, plot_path: str | Path | None) -> dict:
+              metrics_path: str | Path, plot_path: str | Path | None,
+              judgments_path: str | None = None) -> dict:
     """The DPO run of `run_dpo`, inside its output contract."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     dpo = params.dpo
     rows = load_pairs(pairs_path)
-    distill = dpo.distill.weight > 0
+    distill = max(dpo.distill.weight, dpo.distill.chosen_weight, dpo.distill.rejected_weight) > 0
+    model, tokenizer = load_model(model_dir, dtype="float32", for_training=True)
+    cream_metrics = {}
+    if dpo.cream.enabled:
+        values, cream_metrics = cream_consistency(params, model, tokenizer, model_dir, rows,
+                                                  pairs_path, judgments_path)
+        for row, value in zip(rows, values):
+            row["consistency"] = value
     key = fingerprint(dpo, model_fingerprint(model_dir), rows,
                       model_fingerprint(dpo.distill.teacher) if distill else None)
-    model, tokenizer = load_model(model_dir, dtype="float32", for_training=True)
     teacher = load_teacher(dpo.distill, tokenizer) if distill else None
     peft_config, trainable = trainable_setup(model, dpo, "dpo")
     ref = None
@@ -87,12 +128,17 @@ def train_dpo(params: Params, model_dir: str | Path, pairs_path: str, out_dir: s
         ref, _ = load_model(model_dir, dtype="float32")
     with training_workdir(dpo, out_dir, key) as (workdir, resume):
         config = DPOConfig(**trainer_kwargs(dpo, workdir), beta=dpo.beta,
-                           loss_type=dpo.loss_type,
+                           loss_type=dpo.loss_type, loss_weights=dpo.loss_weights,
+                           ld_alpha=dpo.ld_alpha, precompute_ref_log_probs=dpo.cream.enabled,
                            max_length=dpo.max_length, dataset_num_proc=None)
         kwargs = {"model": model, "ref_model": ref, "args": config,
                   "train_dataset": Dataset.from_list(rows), "processing_class": tokenizer,
                   "peft_config": peft_config}
-        if distill:
+        if dpo.cream.enabled:
+            trainer = cream_trainer(dpo.beta, **kwargs)
+            log.info("CREAM DPO on %d pairs (beta=%s, mean C %s)", len(rows), dpo.beta,
+                     cream_metrics["cream_c_mean"])
+        elif distill:
             trainer = distill_trainer(teacher, dpo.distill, **kwargs)
             log.info("DPO + distillation on %d pairs (beta=%s, KL weight %s to %s)", len(rows),
                      dpo.beta, dpo.distill.weight, dpo.distill.teacher)
@@ -111,8 +157,11 @@ def train_dpo(params: Params, model_dir: str | Path, pairs_path: str, out_dir: s
                             file=pairs_path, field="dpo.max_length")
         trainer.train(resume_from_checkpoint=resume)
         extra = {**counts, "beta": dpo.beta, "precision": mixed_precision(dpo.precision),
-                 **trainable}
+                 **trainable, "loss_type": dpo.loss_type, "loss_weights": dpo.loss_weights,
+                 "ld_alpha": dpo.ld_alpha, **cream_metrics}
         if distill:
-            extra.update(distill_weight=dpo.distill.weight, distill_teacher=dpo.distill.teacher)
+            extra.update(distill_weight=dpo.distill.weight, distill_teacher=dpo.distill.teacher,
+                         distill_chosen_weight=dpo.distill.chosen_weight,
+                         distill_rejected_weight=dpo.distill.rejected_weight)
         return finish_training(trainer, tokenizer, model_dir, out_dir, params.base.dtype,
                                metrics_path, plot_path, extra)

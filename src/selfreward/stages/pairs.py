@@ -19,6 +19,7 @@ from ..config.params import PairsParams, Params
 from ..core.io import read_jsonl, require, write_jsonl
 from ..core.outputs import stage_outputs
 from ..core.shards import item_seed
+from ..judge.judgments import load_judgments
 from ..judge.verifiers import load_checks, pair_metrics, selection_rows
 
 log = logging.getLogger(__name__)
@@ -157,24 +158,6 @@ def select_pairs(rows: list[dict], params: PairsParams,
              **{key: counts.get(key, 0) for key in (
                  "ties_broken_chosen", "ties_broken_rejected")}}
     return pairs, stats
-
-
-def load_judgments(path: str) -> list[dict]:
-    """Validate judgments.jsonl: responses and mean of equal length, means numeric or null."""
-    rows = []
-    for line, obj in read_jsonl(path):
-        require(obj, "id", str, file=path, line=line)
-        require(obj, "prompt", str, file=path, line=line)
-        responses = require(obj, "responses", list, file=path, line=line)
-        mean = require(obj, "mean", list, file=path, line=line)
-        if len(mean) != len(responses):
-            raise UserError(f"{len(mean)} means for {len(responses)} responses", file=path,
-                            line=line, field="mean")
-        if any(m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)))
-               for m in mean):
-            raise UserError("means must be numbers or null", file=path, line=line, field="mean")
-        rows.append(obj)
-    return rows
 
 
 def load_source_answers(path: str, source: str) -> list[dict]:

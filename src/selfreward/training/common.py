@@ -170,7 +170,7 @@ def finish_training(trainer, tok, input_dir: str | Path, out_dir: str | Path, dt
     if history:
         metrics["final_loss"] = _finite(history[-1]["loss"])
         for key in history[-1]:
-            if key.startswith(("rewards/", "logps/", "distill/")):
+            if key.startswith(("rewards/", "logps/", "distill/", "cream/")):
                 vals = [h[key] for h in history if key in h]
                 metrics[key.replace("/", "_") + "_mean"] = _finite(sum(vals) / len(vals))
                 metrics[key.replace("/", "_") + "_last"] = _finite(vals[-1])
@@ -188,7 +188,7 @@ def finish_training(trainer, tok, input_dir: str | Path, out_dir: str | Path, dt
             log.warning("%s: %s", out_dir, metrics["update"]["warning"])
         if plot_path:
             cols = ["step", "loss"] + sorted({k for h in history for k in h
-                                              if k.startswith(("rewards/", "distill/"))})
+                                              if k.startswith(("rewards/", "distill/", "cream/"))})
             write_csv(plot_path, [c.replace("/", "_") for c in cols],
                       ([h.get("step"), *(h.get(c, "") for c in cols[1:])] for h in history))
         write_json(metrics_path, metrics)

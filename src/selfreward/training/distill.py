@@ -1,4 +1,9 @@
-"""DPO + token-level distillation: loss = DPO + weight * KL(teacher, student) on the answer tokens.
+"""DPO + token-level distillation on the answer tokens (training/losses.py: distill_total):
+
+    loss = DPO + weight * KL_all + chosen_weight * KL_chosen + rejected_weight * KL_rejected
+
+(dual-level: alpha = chosen_weight on the chosen answers' tokens, gamma = rejected_weight on the
+rejected answers'; `weight` is the single-level mean over both).
 
 The KL is taken at every completion token of both the chosen and the rejected answer of each
 pair, against a frozen teacher that shares the student's tokenizer:
@@ -22,6 +27,7 @@ import torch.nn.functional as F
 
 from ..config.errors import UserError
 from ..config.params import DistillParams
+from .losses import distill_total
 
 
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
@@ -60,7 +66,7 @@ def load_teacher(params: DistillParams, student_tok):
 
 
 def distill_trainer(teacher, params: DistillParams, **kwargs):
-    """A TRL DPOTrainer whose loss adds weight * token-level KL to `teacher`."""
+    """A TRL DPOTrainer whose loss adds the token-level KL terms to `teacher`."""
     from trl import DPOTrainer
     from trl.models import prepare_deepspeed, prepare_fsdp
 
@@ -88,15 +94,19 @@ def distill_trainer(teacher, params: DistillParams, **kwargs):
             vocab = len(self.processing_class)  # padded LM-head rows are no token
             kl = token_kl(student_logits[:, :vocab], teacher_logits[:, :vocab], params.temperature,
                           params.direction)
-            loss = dpo_loss + params.weight * kl.mean()
-            mode = "train" if self.model.training else "eval"
             rows = torch.arange(mask.size(0), device=mask.device)[:, None].expand_as(mask)[mask]
             chosen = rows < mask.size(0) // 2  # the batch is [chosen..., rejected...]
-            for name, sel in (("kl", slice(None)), ("kl_chosen", chosen), ("kl_rejected", ~chosen)):
-                part = kl.detach()[sel]
-                value = self.accelerator.gather_for_metrics(part.mean() if part.numel() else
-                                                            kl.new_zeros(()))
+            terms = distill_total(dpo_loss, kl, chosen, params.weight, params.chosen_weight,
+                                  params.rejected_weight)
+            loss = terms["loss"]
+            mode = "train" if self.model.training else "eval"
+            for name in ("kl", "kl_chosen", "kl_rejected"):
+                value = self.accelerator.gather_for_metrics(terms[name].detach())
                 self._metrics[mode][f"distill/{name}"].append(value.mean().item())
+            for name, weight in (("kl_chosen", params.chosen_weight),
+                                 ("kl_rejected", params.rejected_weight)):
+                value = self.accelerator.gather_for_metrics(weight * terms[name].detach())
+                self._metrics[mode][f"distill/{name}_term"].append(value.mean().item())
             self._metrics[mode]["distill/dpo_loss"].append(
                 self.accelerator.gather_for_metrics(dpo_loss.detach()).mean().item())
             return (loss, out[1]) if return_outputs else loss
