@@ -273,6 +273,10 @@ def eval_model(**options) -> None:
        "eval.judge_endpoint).", required=False)
 @_path("--frozen-judge", "frozen_judge", "Checkpoint of M_t: scores M_t+1's answers for the "
        "frozen-judge reward gain.", required=False)
+@_path("--ifeval-prev", "ifeval_prev", "`ifeval` answers of M_t (paired IFEval difference).",
+       required=False)
+@_path("--ifeval-next", "ifeval_next", "`ifeval` answers of M_t+1.", required=False)
+@_path("--ifeval-sft", "ifeval_sft", "`ifeval` answers of M1.", required=False)
 @_path("--out", "out_path", "Verdicts JSONL (every comparison, both orders).")
 @_path("--metrics", "metrics_path", "Metrics JSON (movement, reward gain, win rates).")
 def evaluate(**options) -> None:

@@ -206,6 +206,14 @@ def length_stats(words: Sequence[int], tokens: Sequence[int]) -> dict:
             "empty": sum(1 for w in words if w == 0)}
 
 
+def cap_hits(tokens: Sequence[int], cap: int) -> dict:
+    """How many answers reached the max_new_tokens cap (re-tokenized length >= cap): cut off, so
+    a judge scores a truncated answer and length growth beyond the cap is hidden."""
+    hits = sum(1 for t in tokens if t >= cap)
+    return {"max_new_tokens": cap, "at_cap": hits,
+            "at_cap_share": round(hits / len(tokens), 4) if tokens else None}
+
+
 # -- intervals and the figures that say whether a run moved ----------------------------------------
 CI_LEVEL = 0.95
 BOOTSTRAP_SAMPLES = 2000
