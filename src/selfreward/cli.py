@@ -313,6 +313,21 @@ def ifeval(**options) -> None:
     run_ifeval(**options)
 
 
+@main.command()
+@with_params
+@MODEL
+@_path("--prompts", "prompts_path", "IFEval-format prompts JSONL (default: verify.prompts).",
+       required=False)
+@_path("--out", "out_path", "Answers JSONL: N answers per prompt, judge scores, verdicts.")
+@_path("--metrics", "metrics_path", "Metrics JSON (pass rates, selection gain, 95 % intervals).")
+def verify(**options) -> None:
+    """Verification gap: N sampled answers per prompt (responses.*, verify.*) checked by the
+    official IFEval checkers and scored by the model's own judge (judge.*): does its top-scored
+    answer pass more often than a random one?"""
+    from .stages.verify import run_verify
+    run_verify(**options)
+
+
 @main.command("alpaca-outputs")
 @with_params
 @MODEL
