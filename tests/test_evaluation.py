@@ -266,6 +266,10 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
     assert s1["prompts"] == 3 and len(answers) == 3  # eval.max_prompts subset
     assert all(a["tokens"] <= 6 for a in answers)
     assert s1["length"]["responses"] == 3 and s1["judge_agreement"]["items"] == 6
+    # the share of answers cut by eval.max_new_tokens (6 in _params)
+    assert s1["length"]["max_new_tokens"] == 6
+    assert s1["length"]["at_cap"] == sum(a["tokens"] >= 6 for a in answers)
+    assert s1["length"]["at_cap_share"] == round(s1["length"]["at_cap"] / 3, 4)
     assert not list((tmp_path / "ev1").glob("*.shards"))
     # relevance: 3 prompts, each own answer vs another prompt's answer, scored by the model
     rel = [json.loads(x) for x in (tmp_path / "ev1/relevance.jsonl").read_text().splitlines()]
@@ -289,11 +293,20 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
     assert [f["score"] for f in fixed2] == pytest.approx([expected_score(pr) for pr in probs],
                                                          abs=1e-5)
 
-    # iteration 2 shape: M_t (ev2) differs from M1 (ev1); the tiny M1 is the fixed judge
+    # iteration 2 shape: M_t (ev2) differs from M1 (ev1); the tiny M1 is the fixed judge; the
+    # ifeval stage's answers of M_t / M_t+1 (hand-made verdicts) give the paired differences
+    def ifeval_answers(name: str, strict: list[bool]) -> str:
+        return str(write_jsonl(name, [{"key": k, "prompt": "p", "answer": "a",
+                                       "instruction_id_list": ["x"], "strict": [v],
+                                       "loose": [True]} for k, v in enumerate(strict)]))
+
     m = run_evaluate(params=p, iteration="2", model_eval=str(tmp_path / "ev2"),
                      next_eval=str(tmp_path / "ev2"), sft_eval=str(tmp_path / "ev1"),
                      out_path=tmp_path / "verdicts.jsonl", metrics_path=tmp_path / "eval.json",
-                     judge_dir=str(tiny_model), frozen_judge=str(other))
+                     judge_dir=str(tiny_model), frozen_judge=str(other),
+                     ifeval_prev=ifeval_answers("if_prev.jsonl", [False, False, True, False]),
+                     ifeval_next=ifeval_answers("if_next.jsonl", [True, False, True, True]),
+                     ifeval_sft=ifeval_answers("if_sft.jsonl", [True, True, True, True]))
     recs = [json.loads(x) for x in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
     assert len(recs) == 6 and {r["opponent"] for r in recs} == {"prev", "sft"}
     # M_t+1 against identical answers: both orders show the same chat, so the same slot wins
@@ -313,3 +326,11 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
     assert m["fixed_judge_gain"]["vs_prev"]["gain"] == 0
     assert m["vs_prev"]["position_bias"]["biased"] is True  # identical answers: pure slot choice
     assert m["vs_prev"]["win_rate_ci"] == [0.5, 0.5]
+    # the same answers: a zero gain at equal length too (no length difference: no slope)
+    lc = m["reward_gain"]["length_controlled"]
+    assert lc["n"] == 3 and lc["intercept"] == pytest.approx(0, abs=1e-5) and lc["slope"] is None
+    assert m["fixed_judge_gain"]["vs_sft"]["length_controlled"]["n"] == 3
+    paired = m["ifeval_paired"]
+    assert paired["vs_prev"]["prompt_level_strict"]["diff"] == 0.5
+    assert paired["vs_sft"]["prompt_level_strict"]["diff"] == -0.25
+    assert paired["vs_prev"]["prompt_level_loose"]["ci95"] == [0.0, 0.0]

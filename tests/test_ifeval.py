@@ -301,3 +301,53 @@ def test_stage_bad_input_exits_2_without_outputs(tiny_model, tmp_path, write_jso
                                     str(answers), "--metrics", str(metrics)])
     assert res.exit_code == 2 and "bad.jsonl:1: field 'kwargs[0]'" in res.output
     assert not metrics.exists() and not answers.exists()
+
+
+def _verdicts(strict: list[bool], loose: list[bool] | None = None) -> dict:
+    return {"strict": strict, "loose": loose if loose is not None else strict}
+
+
+def test_paired_difference_matches_hand_computation():
+    from selfreward.evaluation.ifeval import paired_difference
+
+    before = {1: _verdicts([True, True]), 2: _verdicts([False]), 3: _verdicts([True, False])}
+    after = {1: _verdicts([True, False]), 2: _verdicts([True]), 3: _verdicts([True, True]),
+             9: _verdicts([True])}  # answered by one model only: left out
+    diff = paired_difference(before, after, samples=2000, seed=0)
+    assert diff["prompts"] == 3
+    strict = diff["prompt_level_strict"]
+    assert (strict["before"], strict["after"], strict["diff"]) == (0.3333, 0.6667, 0.3333)
+    inst = diff["instruction_level_strict"]
+    assert (inst["before"], inst["after"], inst["diff"]) == (0.6, 0.8, 0.2)
+    # two prompts, per-prompt differences +1 and 0: the resampled mean is 0, 1/2 or 1 (1/4, 1/2,
+    # 1/4), so the 95 % percentile interval is [0, 1]
+    two = paired_difference({1: _verdicts([False]), 2: _verdicts([True])},
+                            {1: _verdicts([True]), 2: _verdicts([True])}, samples=2000)
+    assert two["prompt_level_strict"]["diff"] == 0.5
+    assert two["prompt_level_strict"]["ci95"] == [0.0, 1.0]
+
+
+def test_paired_interval_sees_what_overlapping_intervals_miss():
+    from selfreward.evaluation.ifeval import paired_difference
+
+    before = {k: _verdicts([k < 20]) for k in range(40)}
+    after = {k: _verdicts([k < 25]) for k in range(40)}  # the same 20 pass, 5 more
+    diff = paired_difference(before, after, samples=1000)["prompt_level_strict"]
+    assert diff["diff"] == 0.125 and diff["ci95"][0] > 0
+    per_model = bootstrap_intervals(list(before.values()), 1000, 0)["prompt_level_strict"]
+    assert per_model[1] > 0.625  # M_t's own interval covers M_t+1's accuracy
+
+
+def test_paired_difference_and_answers_bad_input(write_jsonl):
+    from selfreward.evaluation.ifeval import load_ifeval_answers, paired_difference
+
+    with pytest.raises(UserError, match="share no prompt"):
+        paired_difference({1: _verdicts([True])}, {2: _verdicts([True])})
+    with pytest.raises(UserError, match="instructions"):
+        paired_difference({1: _verdicts([True])}, {1: _verdicts([True, True])})
+    good = write_jsonl("a.jsonl", [{"key": 3, "strict": [True], "loose": [True]}])
+    assert load_ifeval_answers(good) == {3: _verdicts([True])}
+    bad = write_jsonl("b.jsonl", [{"key": 3, "strict": [True], "loose": ["yes"]}])
+    with pytest.raises(UserError) as info:
+        load_ifeval_answers(bad)
+    assert "b.jsonl" in str(info.value) and "loose" in str(info.value)

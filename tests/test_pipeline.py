@@ -34,6 +34,7 @@ TINY_PARAMS = {
             "distill": {"weight": 0.5, "teacher": "models/m0"}},  # DPO + KL to M0
     "eval": {"max_prompts": 3, "max_new_tokens": 16},
     "ifeval": {"max_prompts": 6, "max_new_tokens": 16, "bootstrap": 50},
+    "verify": {"max_prompts": 3, "max_new_tokens": 8, "bootstrap": 50},
 }
 
 
@@ -103,7 +104,10 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     stages = run(repo, "dvc", "stage", "list", "--name-only").split()
     assert sorted(ran) == sorted(stages)
     assert {"eval_model@m0", "evaluate@1", "evaluate@2", "report"} <= set(stages)
-    assert {f"{stage}@m{k}" for stage in ("eval_model", "ifeval") for k in range(4)} <= set(stages)
+    assert {f"{stage}@m{k}" for stage in ("eval_model", "ifeval", "verify")
+            for k in range(4)} <= set(stages)
+    verify_m2 = json.loads((repo / "metrics/verify/models/m2.json").read_text())
+    assert verify_m2["strict"]["prompts"] == 3 and verify_m2["strict"]["answers"] == 9
     ifeval_m3 = json.loads((repo / "metrics/ifeval/models/m3.json").read_text())
     assert ifeval_m3["prompts"] == 6 and ifeval_m3["model"] == "models/m3"
     assert (repo / "reports" / "summary.md").exists()
@@ -111,6 +115,9 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     ev = json.loads((repo / "metrics/iter1/eval.json").read_text())
     assert ev["answers_changed"]["prompts"] == 3 and ev["reward_gain"]["n"] == 3
     assert ev["reward_gain"]["judge"] == "models/m1"
+    assert ev["reward_gain"]["length_controlled"]["n"] == 3
+    assert ev["ifeval_paired"]["vs_prev"]["prompts"] == 6
+    assert "## Does the judge see what it rewards?" in (repo / "reports/summary.md").read_text()
     m0 = json.loads((repo / "metrics/models/m0.json").read_text())
     assert m0["relevance"]["pairs"] == 3 and m0["fixed_judge"]["model"] == "models/m1"
     dpo = json.loads((repo / "metrics/iter1/dpo.json").read_text())
@@ -180,9 +187,10 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
     run(repo, "git", "commit", "-qm", "constraints")
 
     # judge.samples feeds judge@1 and everything that depends on its output; the evaluation
-    # stages read the judge params too (judge agreement): eval_model of every model; IFEval of
-    # the new M2 and M3 only. source_answers@t reads the judge params (it judges the anchor's
-    # and the teacher's answers) and meta_judge@t the judgments: both write an empty file here.
+    # stages read the judge params too (judge agreement): eval_model of every model; the
+    # verification gap of every model (its own judge); IFEval of the new M2 and M3 only.
+    # source_answers@t reads the judge params (it judges the anchor's and the teacher's
+    # answers) and meta_judge@t the judgments: both write an empty file here.
     set_param(repo, "judge", "samples", 3)
     ran = repro(repo)
     assert sorted(ran) == sorted([
@@ -190,7 +198,8 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
         "prompts@2", "responses@2", "judge@2", "source_answers@2", "meta_judge@2", "pairs@2",
         "dpo@2",
         "eval_model@m0", "eval_model@m1", "eval_model@m2", "eval_model@m3", "evaluate@1",
-        "evaluate@2", "ifeval@m2", "ifeval@m3", "report"])
+        "evaluate@2", "ifeval@m2", "ifeval@m3", "verify@m0", "verify@m1", "verify@m2",
+        "verify@m3", "report"])
 
     # Only sft reads sft.learning_rate: reproducing sft reruns it alone.
     set_param(repo, "sft", "learning_rate", 2e-3)

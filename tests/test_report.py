@@ -27,7 +27,8 @@ def model_metrics(k: int, acc: float, words: float) -> dict:
             "fixed_judge": {"kind": "local", "model": "models/m1", "mean": 2.0 + k / 4,
                             "ci_low": 1.9 + k / 4, "ci_high": 2.1 + k / 4},
             "length": {"mean_words": float(words), "median_words": words - 1.0,
-                       "mean_tokens": words * 1.3}}
+                       "mean_tokens": words * 1.3, "max_new_tokens": 256,
+                       "at_cap_share": k / 20}}
 
 
 def write(root: Path, rel: str, obj: dict) -> None:
@@ -59,7 +60,11 @@ def make_metrics(root: Path) -> Path:
             "iteration": str(t), "judge": {"kind": "local", "model": "models/m1",
                                            "mode": "logprob"},
             "answers_changed": {"prompts": 16, "changed": 8 + t, "share": (8 + t) / 16},
-            "reward_gain": {"gain": 0.1 * t, "ci_low": 0.05 * t, "ci_high": 0.2 * t},
+            "reward_gain": {"gain": 0.1 * t, "ci_low": 0.05 * t, "ci_high": 0.2 * t,
+                            "length_controlled": {"intercept": 0.01, "intercept_ci": [-0.05, 0.07],
+                                                  "slope": 0.3, "slope_ci": [0.2, 0.4],
+                                                  "mean_length_diff": 5.5,
+                                                  "length_correlation": 0.6}},
             "fixed_judge_gain": {"vs_prev": {"gain": 0.25, "ci_low": 0.1, "ci_high": 0.4}},
             "vs_prev": vs, "vs_sft": vs})
     write(root, "iter3/prompts.json", {"kept": 12, "attempts": 40})
@@ -75,13 +80,19 @@ def test_report_from_partial_run(tmp_path):
     assert res.exit_code == 0, res.output
     md = (out / "summary.md").read_text()
     assert "## Warnings" not in md  # nothing to warn about
-    assert "| 1 (M1 → M2) | 90.0 | 56.2 | +0.100 [+0.050, +0.200] | +0.250 [+0.100, +0.400] |" in md
+    assert ("| 1 (M1 → M2) | 90.0 | 56.2 | +0.100 [+0.050, +0.200] | +0.010 [-0.050, +0.070] "
+            "| +0.250 [+0.100, +0.400] |") in md
     assert "| 2 (M2 → M3) | 16 / 40 | 1.000 | 3.400 | 0.250 | 14 | 0.700 |" in md
     assert "| 3 (M3 → M4) | 12 / 40 | – | – | – | – | – |" in md
     assert "| 2 | M3 vs M2 | 0.750 [0.450, 0.900] | 62.5 | 25.0 | 12.5 | 16 | 0.600 |" in md
     assert md.count("| 1 | M2 vs M1 |") == 1  # M_t is M1 in iteration 1: one row, not two
     assert ("| M0 (`models/m0`) | 60.0 [50.0, 65.0] | 0.400 | 50.0 | 0.300 | 50.0 [40.0, 90.0] "
-            "| 2.000 [1.900, 2.100] | 40.0 |") in md
+            "| 2.000 [1.900, 2.100] | 40.0 | 0.0 (≤ 256) |") in md
+    assert "| 40.0 | 0.0 (≤ 256) |" in md and "| 43.0 | 15.0 (≤ 256) |" in md
+    # every gain beside its value at equal length, with the judge's price of length
+    assert ("| 1 | reward gain (frozen M1) | +0.100 [+0.050, +0.200] | +0.010 [-0.050, +0.070] "
+            "| +0.300 [+0.200, +0.400] | +5.5 | 0.60 |") in md
+    assert "| 2 | fixed-judge gain vs M2 | +0.250 [+0.100, +0.400] | – | – | – | – |" in md
     assert "| M3 (`models/m3`) |" in md and "Fixed judge: `models/m1`." in md
     assert "local model `models/m1` (logprob mode)" in md
     assert "12 steps on 136 eft (0 truncated)" in md
@@ -166,3 +177,39 @@ def test_report_lists_a_seeded_sample_of_kept_and_dropped_prompts(tmp_path):
     assert f"- [{metrics['sample_dropped'][0]['reason']}] " in dropped_part
     assert "(source: pool; kept 2)" in it2 and "- Line one ⏎ line two" in it2
     assert "Dropped:\n\n- (none)" in it2
+
+
+def test_report_paired_ifeval_and_verification_gap(tmp_path):
+    metrics = make_metrics(tmp_path / "metrics")
+    level = {"before": 0.2, "after": 0.25, "diff": 0.05, "ci95": [-0.025, 0.125]}
+    eval1 = json.loads((metrics / "iter1" / "eval.json").read_text())
+    eval1["ifeval_paired"] = {"vs_prev": {"prompts": 40, **{k: level for k in (
+        "prompt_level_strict", "prompt_level_loose", "instruction_level_strict",
+        "instruction_level_loose")}}}
+    write(metrics, "iter1/eval.json", eval1)
+
+    def gap(gain: float, ci: list[float]) -> dict:
+        return {"prompts": 32, "random": {"mean": 0.345, "ci": [0.3, 0.4]},
+                "top": {"mean": 0.345 + gain, "ci": [0.28, 0.41]},
+                "lowest": {"mean": 0.37, "ci": [0.3, 0.44]}, "oracle": {"mean": 0.57, "ci": None},
+                "selection_gain": {"mean": gain, "ci": ci},
+                "pairs": {"n": 146, "agree": 73, "accuracy": 0.5, "ci": [0.42, 0.58]},
+                "selection_gain_includes_zero": ci[0] <= 0 <= ci[1]}
+
+    write(metrics, "verify/models/m1.json", {"model": "models/m1", "answers_per_prompt": 4,
+                                             "at_cap_share": 0.25,
+                                             "strict": gap(-0.005, [-0.06, 0.05])})
+    write(metrics, "verify/models/m2.json", {"model": "models/m2", "answers_per_prompt": 4,
+                                             "strict": gap(0.1, [0.02, 0.18])})
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(main, ["report", "--metrics-dir", str(metrics), "--out", str(out),
+                                    "--plots", str(tmp_path / "plots")])
+    assert res.exit_code == 0, res.output
+    md = (out / "summary.md").read_text()
+    assert "| 1 | M2 vs M1 | 40 | +5.0 [-2.5, +12.5] | +5.0 [-2.5, +12.5] |" in md
+    assert ("| M1 | 32 × 4 | 34.5 [30.0, 40.0] | 34.0 [28.0, 41.0] | 37.0 | 57.0 "
+            "| -0.5 [-6.0, +5.0] | 73 / 146 (50.0 [42.0, 58.0] %) | 25.0 |") in md
+    assert ("M1: the selection-gain interval includes 0 (-0.5 [-6.0, +5.0] points): its judge "
+            "does not pick passing answers more often than chance, so self-judged pairs cannot "
+            "teach these skills.") in md
+    assert "M2: its judge picks passing answers above chance (+10.0 [+2.0, +18.0] points)." in md

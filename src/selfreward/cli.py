@@ -318,6 +318,10 @@ def eval_model(**options) -> None:
        "eval.judge_endpoint).", required=False)
 @_path("--frozen-judge", "frozen_judge", "Checkpoint of M_t: scores M_t+1's answers for the "
        "frozen-judge reward gain.", required=False)
+@_path("--ifeval-prev", "ifeval_prev", "`ifeval` answers of M_t (paired IFEval difference).",
+       required=False)
+@_path("--ifeval-next", "ifeval_next", "`ifeval` answers of M_t+1.", required=False)
+@_path("--ifeval-sft", "ifeval_sft", "`ifeval` answers of M1.", required=False)
 @_path("--out", "out_path", "Verdicts JSONL (every comparison, both orders).")
 @_path("--metrics", "metrics_path", "Metrics JSON (movement, reward gain, win rates).")
 def evaluate(**options) -> None:
@@ -354,6 +358,21 @@ def ifeval(**options) -> None:
     instruction-level accuracy, strict and loose, with 95 % intervals, per instruction type."""
     from .stages.ifeval import run_ifeval
     run_ifeval(**options)
+
+
+@main.command()
+@with_params
+@MODEL
+@_path("--prompts", "prompts_path", "IFEval-format prompts JSONL (default: verify.prompts).",
+       required=False)
+@_path("--out", "out_path", "Answers JSONL: N answers per prompt, judge scores, verdicts.")
+@_path("--metrics", "metrics_path", "Metrics JSON (pass rates, selection gain, 95 % intervals).")
+def verify(**options) -> None:
+    """Verification gap: N sampled answers per prompt (responses.*, verify.*) checked by the
+    official IFEval checkers and scored by the model's own judge (judge.*): does its top-scored
+    answer pass more often than a random one?"""
+    from .stages.verify import run_verify
+    run_verify(**options)
 
 
 @main.command("alpaca-outputs")

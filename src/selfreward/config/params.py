@@ -442,6 +442,23 @@ class IfevalParams(Section):
     seed: Seed = 0
 
 
+class VerifyParams(Section):
+    """Stage verify (docs/evaluation.md): the generation-verification gap of each model, its N
+    sampled answers (responses.n, temperature, top_p) to IFEval-format prompts checked by the
+    official checkers and scored by its own judge (judge.*)."""
+
+    prompts: str = Field("data/seed/ifeval_prompts.jsonl",
+                         description="IFEval-format prompts JSONL (key, prompt, instruction_id_list,"
+                         " kwargs)")
+    max_prompts: NonNegativeInt = Field(32, description="seeded subset (0 = all)")
+    max_new_tokens: MaxNewTokens = Field(
+        96, description="answer cap (IFEval length instructions need room; responses' own cap "
+        "is for the loop)")
+    bootstrap: NonNegativeInt = Field(1000, description="resamples of prompts for the 95 % "
+                                      "intervals")
+    seed: Seed = 0
+
+
 class AlpacaEvalParams(Section):
     """AlpacaEval 2.0 (pipelines/external_evals/dvc.yaml): model_outputs.json and the annotator."""
 
@@ -576,6 +593,7 @@ class Params(Section):
     eval: EvalParams = Field(EvalParams(), description="evaluation stages")
     launch: LaunchParams = Field(LaunchParams(), description="how sft and dpo run")
     ifeval: IfevalParams = Field(IfevalParams(), description="IFEval stages")
+    verify: VerifyParams = Field(VerifyParams(), description="verification-gap stages")
     alpaca_eval: AlpacaEvalParams = Field(AlpacaEvalParams(), description="AlpacaEval stages")
     lm_eval: LmEvalParams = Field(LmEvalParams(), description="lm-eval stages")
     iterations: Annotated[dict[str, IterationSpec], BeforeValidator(_str_keys)] = Field(

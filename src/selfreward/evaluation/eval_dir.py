@@ -16,7 +16,8 @@ ANSWERS, EFT_SCORES, RELEVANCE, FIXED_SCORES, SUMMARY = (
 
 AGREEMENT_KEYS = ("pairwise_accuracy", "pairwise_accuracy_ci", "pairwise_tie_rate",
                   "best_hit_rate", "exact_match", "spearman", "kendall_tau")
-LENGTH_KEYS = ("mean_words", "median_words", "mean_tokens", "median_tokens")
+LENGTH_KEYS = ("mean_words", "median_words", "mean_tokens", "median_tokens", "max_new_tokens",
+               "at_cap", "at_cap_share")
 
 
 def model_section(summary: dict) -> dict:

@@ -279,3 +279,61 @@ def split_metrics(rows: list[dict], verdicts: list[dict], holdout: list[str],
             for level in ("prompt_level_strict", "prompt_level_loose")}}
     return out
 
+
+def load_ifeval_answers(path: str | Path) -> dict[int, dict]:
+    """An `ifeval` stage's answers file as {key: {strict, loose}} (the per-instruction verdicts);
+    errors name the file, line and field (exit code 2)."""
+    file = str(path)
+    if not Path(path).is_file():
+        raise UserError("IFEval answers not found: run `selfreward ifeval` for this model first",
+                        file=file)
+    out: dict[int, dict] = {}
+    for line, obj in read_jsonl(path):
+        key = require(obj, "key", int, file=file, line=line)
+        verdicts = {}
+        for mode in ("strict", "loose"):
+            values = require(obj, mode, list, file=file, line=line)
+            if not values or not all(isinstance(v, bool) for v in values):
+                raise UserError("expected a non-empty list of true/false verdicts", file=file,
+                                line=line, field=mode)
+            verdicts[mode] = values
+        if len(verdicts["strict"]) != len(verdicts["loose"]):
+            raise UserError("strict and loose verdicts differ in length", file=file, line=line,
+                            field="loose")
+        out[key] = verdicts
+    return out
+
+
+def paired_difference(before: dict[int, dict], after: dict[int, dict], *, samples: int = 1000,
+                      seed: int = 0) -> dict:
+    """after - before on the prompts both answered, for the four IFEval accuracies, with a paired
+    percentile bootstrap 95 % interval: each resample draws prompts with replacement and keeps
+    both models' verdicts on a drawn prompt together (so the interval is of the difference, not
+    two overlapping per-model intervals)."""
+    keys = sorted(k for k in after if k in before)
+    if not keys:
+        raise UserError("the two IFEval answer files share no prompt key; answer the same "
+                        "ifeval.prompts with the same ifeval.max_prompts/seed")
+    for k in keys:
+        if len(before[k]["strict"]) != len(after[k]["strict"]):
+            raise UserError(f"prompt key {k} has {len(before[k]['strict'])} instructions in one "
+                            f"file and {len(after[k]['strict'])} in the other: not the same "
+                            "prompts file")
+    b, a = [before[k] for k in keys], [after[k] for k in keys]
+    rates_b, rates_a = _rates(b), _rates(a)
+    out: dict = {"prompts": len(keys), "bootstrap_samples": samples}
+    draws: dict[str, list[float]] = defaultdict(list)
+    rng = random.Random(seed)
+    n = len(keys)
+    for _ in range(samples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        rb, ra = _rates([b[i] for i in idx]), _rates([a[i] for i in idx])
+        for name in LEVELS:
+            draws[name].append(ra[name] - rb[name])
+    for name in LEVELS:
+        values = sorted(draws[name])
+        ci = ([round(values[int(0.025 * (samples - 1))], 4),
+               round(values[round(0.975 * (samples - 1))], 4)] if values else None)
+        out[name] = {"before": round(rates_b[name], 4), "after": round(rates_a[name], 4),
+                     "diff": round(rates_a[name] - rates_b[name], 4), "ci95": ci}
+    return out

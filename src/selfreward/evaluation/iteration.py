@@ -11,7 +11,7 @@ from ..config.errors import UserError
 from ..config.params import Params
 from ..judge.fixed import LocalPointwiseJudge
 from .eval_dir import FIXED_SCORES, RELEVANCE, load_scores
-from .metrics import paired_gain, position_bias, win_rate_ci, win_rates
+from .metrics import length_controlled_gain, paired_gain, position_bias, win_rate_ci, win_rates
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,40 @@ def frozen_judge_gain(judge_dir: str, params: Params, model_eval: str, prev: dic
     with contextlib.closing(LocalPointwiseJudge(judge_dir, params)) as judge:
         after = judge.score([nxt[i]["prompt"] for i in ids], [nxt[i]["answer"] for i in ids],
                             shards_for)
-    return {"judge": judge_dir, **paired_gain([before[i] for i in ids], after, params.eval.seed)}
+    gain = paired_gain([before[i] for i in ids], after, params.eval.seed)
+    gain["length_controlled"] = length_controlled(
+        [before[i] for i in ids], after, [prev[i] for i in ids], [nxt[i] for i in ids],
+        params.eval.seed)
+    return {"judge": judge_dir, **gain}
 
 
-def fixed_judge_gain(candidate_eval: str, other_eval: str, seed: int) -> dict:
-    """Fixed-judge pointwise score of the candidate's answers minus the other's, by prompt."""
+def _tokens(answer: dict) -> int | None:
+    tokens = answer.get("tokens")
+    return tokens if isinstance(tokens, int) else None
+
+
+def length_controlled(before: list[float | None], after: list[float | None],
+                      before_answers: list[dict], after_answers: list[dict], seed: int) -> dict:
+    """The gain at equal length (metrics.length_controlled_gain) of paired scores, from the
+    answers' token counts (eval_model's answers.jsonl `tokens`)."""
+    diffs = [None if a is None or b is None else a - b for b, a in zip(before, after)]
+    dlen = [None if _tokens(x) is None or _tokens(y) is None else _tokens(y) - _tokens(x)
+            for x, y in zip(before_answers, after_answers)]
+    return length_controlled_gain(diffs, dlen, seed)
+
+
+def fixed_judge_gain(candidate_eval: str, other_eval: str, seed: int,
+                     candidate_answers: dict[str, dict] | None = None,
+                     other_answers: dict[str, dict] | None = None) -> dict:
+    """Fixed-judge pointwise score of the candidate's answers minus the other's, by prompt; with
+    both models' answers (by id), also the gain at equal length."""
     candidate = load_scores(candidate_eval, FIXED_SCORES)
     other = load_scores(other_eval, FIXED_SCORES)
     ids = [i for i in candidate if i in other]
-    return paired_gain([other[i] for i in ids], [candidate[i] for i in ids], seed)
+    gain = paired_gain([other[i] for i in ids], [candidate[i] for i in ids], seed)
+    if candidate_answers is not None and other_answers is not None:
+        ids = [i for i in ids if i in candidate_answers and i in other_answers]
+        gain["length_controlled"] = length_controlled(
+            [other[i] for i in ids], [candidate[i] for i in ids],
+            [other_answers[i] for i in ids], [candidate_answers[i] for i in ids], seed)
+    return gain

@@ -206,6 +206,14 @@ def length_stats(words: Sequence[int], tokens: Sequence[int]) -> dict:
             "empty": sum(1 for w in words if w == 0)}
 
 
+def cap_hits(tokens: Sequence[int], cap: int) -> dict:
+    """How many answers reached the max_new_tokens cap (re-tokenized length >= cap): cut off, so
+    a judge scores a truncated answer and length growth beyond the cap is hidden."""
+    hits = sum(1 for t in tokens if t >= cap)
+    return {"max_new_tokens": cap, "at_cap": hits,
+            "at_cap_share": round(hits / len(tokens), 4) if tokens else None}
+
+
 # -- intervals and the figures that say whether a run moved ----------------------------------------
 CI_LEVEL = 0.95
 BOOTSTRAP_SAMPLES = 2000
@@ -353,3 +361,68 @@ def grouped_accuracy_ci(model: Sequence[Score], human: Sequence[float], groups: 
     boots.sort()
     return [round(boots[int((1 - CI_LEVEL) / 2 * samples)], 4),
             round(boots[min(samples - 1, int((1 + CI_LEVEL) / 2 * samples))], 4)]
+
+
+# -- the gain at equal length ------------------------------------------------------------------
+def percentile_interval(draws: list[float]) -> list[float] | None:
+    """The 95 % percentile interval of bootstrap draws (None without any)."""
+    if not draws:
+        return None
+    draws = sorted(draws)
+    k = len(draws)
+    return [round(draws[int((1 - CI_LEVEL) / 2 * k)], 4),
+            round(draws[min(k - 1, int((1 + CI_LEVEL) / 2 * k))], 4)]
+
+
+def _length_fit(diffs: Sequence[float], length_diffs: Sequence[float]
+                ) -> tuple[float, float | None]:
+    """(intercept, slope) of the OLS fit d = a + b * tanh(dlen / sd(dlen)); slope None (and
+    intercept = mean d) when the length term is constant (e.g. every dlen equal)."""
+    sd = statistics.pstdev(length_diffs) if len(length_diffs) > 1 else 0.0
+    if sd == 0:
+        return statistics.fmean(diffs), None
+    xs = [math.tanh(x / sd) for x in length_diffs]
+    mx, md = statistics.fmean(xs), statistics.fmean(diffs)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return md, None
+    slope = sum((x - mx) * (d - md) for x, d in zip(xs, diffs)) / sxx
+    return md - slope * mx, slope
+
+
+def length_controlled_gain(diffs: Sequence[float | None], length_diffs: Sequence[float | None],
+                           seed: int = 0, samples: int = BOOTSTRAP_SAMPLES) -> dict:
+    """The gain at equal length: OLS of each prompt's paired score difference d_i on
+    tanh(dlen_i / sd(dlen)) (dlen = answer length difference in tokens; the length term of
+    AlpacaEval's length-controlled win rate, as a linear model).
+
+    intercept = the gain left when both answers are as long; slope = score points the judge pays
+    per unit of the length term. Both with a percentile bootstrap 95 % interval resampling
+    prompts (the fit, sd included, is redone on every resample). Prompts missing either value
+    are left out.
+    """
+    if len(diffs) != len(length_diffs):
+        raise ValueError("diffs and length_diffs must have equal length")
+    pairs = [(float(d), float(x)) for d, x in zip(diffs, length_diffs)
+             if d is not None and x is not None]
+    out: dict = {"n": len(pairs), "intercept": None, "intercept_ci": None, "slope": None,
+                 "slope_ci": None, "raw_gain": None, "length_correlation": None}
+    if not pairs:
+        return out
+    ds, xs = [d for d, _ in pairs], [x for _, x in pairs]
+    intercept, slope = _length_fit(ds, xs)
+    rng = random.Random(seed)
+    n = len(pairs)
+    intercepts, slopes = [], []
+    for _ in range(samples if n > 1 else 0):
+        draw = [pairs[rng.randrange(n)] for _ in range(n)]
+        a, b = _length_fit([d for d, _ in draw], [x for _, x in draw])
+        intercepts.append(a)
+        if b is not None:
+            slopes.append(b)
+    out.update({"intercept": _round(intercept), "intercept_ci": percentile_interval(intercepts),
+                "slope": _round(slope), "slope_ci": percentile_interval(slopes),
+                "raw_gain": _round(statistics.fmean(ds)),
+                "mean_length_diff": _round(statistics.fmean(xs)),
+                "length_correlation": _round(pearson(xs, ds))})
+    return out

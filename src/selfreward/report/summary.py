@@ -17,6 +17,7 @@ from pathlib import Path
 from ..core.io import atomic_file, write_csv
 from .benchmarks import benchmarks_section
 from .charts import CHARTS, draw_charts
+from .yardstick import yardstick_markdown
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ MOVEMENT_NOTE = (
     "Weights changed: share of the checkpoint's weights that differ from M_t as saved. Answers "
     "changed: share of held-out prompts whose greedy answer differs. Reward gain: the frozen "
     "judge M_t's mean score of M_t+1's answers minus of its own (paired by prompt, bootstrap 95 % "
-    "interval): what DPO optimised. Fixed-judge gain: the same with the fixed judge.")
+    "interval): what DPO optimised; at equal length: that gain with the length difference "
+    "regressed out (section \"Gains at equal length\"). Fixed-judge gain: the same with the "
+    "fixed judge.")
 
 
 def _load(path: Path) -> dict:
@@ -122,6 +125,8 @@ def iteration_rows(runs: dict[int, dict[str, dict]]) -> list[dict]:
                "answers_changed": _get(ev, "answers_changed", "share"),
                "reward_gain": gain.get("gain"), "reward_gain_ci_low": gain.get("ci_low"),
                "reward_gain_ci_high": gain.get("ci_high"),
+               "reward_gain_lc": _get(gain, "length_controlled", "intercept"),
+               "reward_gain_lc_ci": _get(gain, "length_controlled", "intercept_ci"),
                "fixed_judge_gain": _get(ev, "fixed_judge_gain", "vs_prev", "gain"),
                "fixed_judge_gain_ci": (_get(ev, "fixed_judge_gain", "vs_prev", "ci_low"),
                                        _get(ev, "fixed_judge_gain", "vs_prev", "ci_high")),
@@ -172,7 +177,8 @@ def model_rows(models: dict[int, dict]) -> list[dict]:
             "fixed_judge_ci_high": fixed.get("ci_high"),
             "fixed_judge": fixed.get("model") or fixed.get("kind"),
             "self_score": _get(sec, "self_score", "mean"),
-            **{c: ln.get(c) for c in ("mean_words", "median_words", "mean_tokens")}})
+            **{c: ln.get(c) for c in ("mean_words", "median_words", "mean_tokens")},
+            "at_cap_share": ln.get("at_cap_share"), "max_new_tokens": ln.get("max_new_tokens")})
     return rows
 
 
@@ -251,10 +257,12 @@ def render_markdown(sft: dict, its: list[dict], models: list[dict], charts: list
         lines += ["## Did the model move?", "", MOVEMENT_NOTE, ""]
         lines += _table(
             ["iteration", "weights changed %", "answers changed %", "reward gain (frozen M_t)",
-             "fixed-judge gain"],
+             "at equal length", "fixed-judge gain"],
             [[f"{r['iteration']} (M{r['iteration']} → M{r['iteration'] + 1})",
               _fmt(r["weights_changed"], True), _fmt(r["answers_changed"], True),
               _interval(r["reward_gain"], r["reward_gain_ci_low"], r["reward_gain_ci_high"],
+                        signed=True),
+              _interval(r["reward_gain_lc"], *(r["reward_gain_lc_ci"] or (None, None)),
                         signed=True),
               _interval(r["fixed_judge_gain"], *r["fixed_judge_gain_ci"], signed=True)]
              for r in its])
@@ -262,7 +270,7 @@ def render_markdown(sft: dict, its: list[dict], models: list[dict], charts: list
         lines += ["", "## Models as judge and as policy", "", MODELS_NOTE, ""]
         lines += _table(
             ["model", "pairwise acc %", "Spearman", "5-best %", "score std", "relevance %",
-             "fixed-judge score (0-5)", "mean words"],
+             "fixed-judge score (0-5)", "mean words", "answers at cap %"],
             [[f"M{m['index']} (`{m['model']}`)",
               _interval(m["judge_pairwise_accuracy"], m["judge_pairwise_accuracy_ci_low"],
                         m["judge_pairwise_accuracy_ci_high"], pct=True),
@@ -272,7 +280,10 @@ def render_markdown(sft: dict, its: list[dict], models: list[dict], charts: list
                         pct=True),
               _interval(m["fixed_judge_score"], m["fixed_judge_ci_low"],
                         m["fixed_judge_ci_high"]),
-              _fmt(m["mean_words"])] for m in models])
+              _fmt(m["mean_words"]),
+              _fmt(m["at_cap_share"], True)
+              + (f" (≤ {m['max_new_tokens']})" if m["max_new_tokens"] else "")]
+             for m in models])
         fixed = {m["fixed_judge"] for m in models if m["fixed_judge"]}
         if fixed:
             lines += ["", f"Fixed judge: {', '.join(f'`{f}`' for f in sorted(fixed))}."]
@@ -366,7 +377,8 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | 
     """Write <out_dir>/summary.md and charts, and <plots_dir>/{iterations,models}.csv."""
     out, plots = Path(out_dir), Path(plots_dir)
     sft = _load(Path(metrics_dir) / "sft.json")
-    its, models = iteration_rows(collect(metrics_dir)), model_rows(collect_models(metrics_dir))
+    runs = collect(metrics_dir)
+    its, models = iteration_rows(runs), model_rows(collect_models(metrics_dir))
     out.mkdir(parents=True, exist_ok=True)
     charts = draw_charts(its, models, out)
     write_csv(plots / "iterations.csv", ITERATION_COLUMNS,
@@ -376,7 +388,8 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | 
     benchmarks = benchmarks_section(metrics_dir, out, plots, ifeval_answers)  # IFEval, AlpacaEval, lm-eval
     summary = out / "summary.md"
     with atomic_file(summary) as fh:
-        fh.write(render_markdown(sft, its, models, charts) + benchmarks)
+        fh.write(render_markdown(sft, its, models, charts) + yardstick_markdown(runs, metrics_dir)
+                 + benchmarks)
     for note in warnings(sft, its):
         log.warning("report: %s", note)
     log.info("report: %d iteration(s), %d model(s), charts %s -> %s", len(its), len(models),

@@ -16,6 +16,7 @@ from ..core.io import read_jsonl, require
 from ..core.models import load_model
 from ..core.outputs import stage_outputs
 from ..core.shards import fingerprint, model_fingerprint
+from ..judge.judgments import load_judgments
 from ..training.common import (
     finish_training,
     mixed_precision,
@@ -25,7 +26,6 @@ from ..training.common import (
 )
 from ..training.cream import cream_trainer, pair_consistency, previous_model
 from ..training.distill import distill_trainer, load_teacher
-from ..judge.judgments import load_judgments
 
 log = logging.getLogger(__name__)
 

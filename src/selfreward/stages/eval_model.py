@@ -2,7 +2,7 @@
 held-out prompts and the figures that belong to that model alone, cached per model as a DVC
 output:
 
-- its answers and their lengths;
+- its answers, their lengths and how many hit the eval.max_new_tokens cap;
 - as a judge: agreement with human scores on the held-out EFT set, and the relevance check on
   its own answers (each prompt's answer vs another prompt's answer);
 - its self-scores (its judge on its own answers: the "before" of the next iteration's reward
@@ -27,7 +27,7 @@ from ..evaluation.eval_dir import (
     SUMMARY,
     model_section,
 )
-from ..evaluation.metrics import length_stats, mean_with_ci, relevance_items
+from ..evaluation.metrics import cap_hits, length_stats, mean_with_ci, relevance_items
 from ..generation.engines import Sampling, open_engine
 from ..judge.agreement import eft_agreement, relevance_check
 from ..judge.fixed import make_pointwise_judge
@@ -66,8 +66,9 @@ def run_eval_model(*, params: Params, model_dir: str, prompts_path: str, eft_pat
             with open_engine(model_dir, params.engine, seed=eval_params.seed) as engine:
                 answers = generate_answers(engine, rows, eval_params)
                 write_jsonl(tmp / ANSWERS, answers)
-                summary["length"] = length_stats([a["words"] for a in answers],
-                                                 [a["tokens"] for a in answers])
+                summary["length"] = {
+                    **length_stats([a["words"] for a in answers], [a["tokens"] for a in answers]),
+                    **cap_hits([a["tokens"] for a in answers], eval_params.max_new_tokens)}
                 if examples is not None:
                     summary["judge_agreement"], scored = eft_agreement(
                         engine, examples, judge_params, shard_size, tmp / EFT_SCORES,

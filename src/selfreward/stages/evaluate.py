@@ -5,7 +5,10 @@
   answers, paired by prompt, with a bootstrap 95 % interval (what DPO optimised for);
 - fixed-judge pointwise scores (eval.judge, one answer at a time): M_t+1 minus M_t and M1;
 - head-to-head vs M_t and vs M1, judged in both orders by the fixed judge: a verdict that flips
-  with the order is a tie; win rates with bootstrap intervals and the judge's position bias.
+  with the order is a tie; win rates with bootstrap intervals and the judge's position bias;
+- next to each score gain, the gain at equal length (intercept of the paired score difference
+  regressed on the length term; metrics.length_controlled_gain);
+- with the ifeval stage's answers, IFEval of M_t+1 minus M_t and M1 paired by prompt.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ..core.io import write_jsonl
 from ..core.outputs import stage_outputs
 from ..core.shards import model_fingerprint, run_sharded, shard_key
 from ..evaluation.eval_dir import load_eval_dir, model_section
+from ..evaluation.ifeval import load_ifeval_answers, paired_difference
 from ..evaluation.iteration import (
     comparison_items,
     fixed_judge_gain,
@@ -37,12 +41,29 @@ from ..judge.pairwise import (
 log = logging.getLogger(__name__)
 
 
+def ifeval_paired(params: Params, next_path: str, prev_path: str | None,
+                  sft_path: str | None) -> dict:
+    """M_t+1's IFEval accuracies minus M_t's (and M1's), paired by prompt (ifeval.bootstrap
+    resamples, ifeval.seed)."""
+    after = load_ifeval_answers(next_path)
+    out = {}
+    for name, path in (("vs_prev", prev_path), ("vs_sft", sft_path)):
+        if path:
+            out[name] = paired_difference(load_ifeval_answers(path), after,
+                                          samples=params.ifeval.bootstrap,
+                                          seed=params.ifeval.seed)
+    return out
+
+
 def run_evaluate(*, params: Params, iteration: str, model_eval: str, next_eval: str,
                  sft_eval: str, out_path: str | Path, metrics_path: str | Path,
-                 judge_dir: str | None = None, frozen_judge: str | None = None) -> dict:
+                 judge_dir: str | None = None, frozen_judge: str | None = None,
+                 ifeval_prev: str | None = None, ifeval_next: str | None = None,
+                 ifeval_sft: str | None = None) -> dict:
     """Iteration t's movement (answers changed, frozen-judge reward gain), the fixed judge's
     pointwise and head-to-head verdicts (params eval, judge, engine), and both models' eval
-    summaries. The head-to-head verdicts are resumable shards of `out_path`."""
+    summaries. The head-to-head verdicts are resumable shards of `out_path`. With the `ifeval`
+    stage's answers of M_t+1 (`ifeval_next`) and M_t / M1, the paired IFEval differences."""
     eval_params = params.eval
     with stage_outputs(out_path, metrics=metrics_path, resumable=[out_path]) as outputs:
         prev_summary, prev = load_eval_dir(model_eval)
@@ -59,10 +80,14 @@ def run_evaluate(*, params: Params, iteration: str, model_eval: str, next_eval: 
         sft_is_prev = Path(sft_eval).resolve() == Path(model_eval).resolve()
         if not sft_is_prev:
             opponents["sft"] = load_eval_dir(sft_eval)[1]
-        gains = {"vs_prev": fixed_judge_gain(next_eval, model_eval, eval_params.seed)}
+        gains = {"vs_prev": fixed_judge_gain(next_eval, model_eval, eval_params.seed, nxt, prev)}
         gains["vs_sft"] = (gains["vs_prev"] if sft_is_prev
-                           else fixed_judge_gain(next_eval, sft_eval, eval_params.seed))
+                           else fixed_judge_gain(next_eval, sft_eval, eval_params.seed, nxt,
+                                                 opponents["sft"]))
         metrics["fixed_judge_gain"] = gains
+        if ifeval_next:
+            metrics["ifeval_paired"] = ifeval_paired(params, ifeval_next, ifeval_prev,
+                                                     ifeval_sft)
         items = [item for name, answers in opponents.items()
                  for item in comparison_items(name, nxt, answers)]
         text = pairwise_template(eval_params.pairwise_template)

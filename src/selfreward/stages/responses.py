@@ -6,33 +6,15 @@ import logging
 import statistics
 from pathlib import Path
 
-from ..config.params import Params, ResponsesParams
+from ..config.params import Params
 from ..core.io import write_jsonl
 from ..core.outputs import stage_outputs
-from ..core.shards import item_seed, model_fingerprint, run_sharded, shard_key
+from ..core.shards import model_fingerprint, shard_key
 from ..data.seed import load_prompts
-from ..generation.engines import Sampling, engine_key, open_engine
+from ..generation.engines import engine_key, open_engine
+from ..generation.sampling import sample_responses
 
 log = logging.getLogger(__name__)
-CONSTRAINT_FIELDS = ("instruction_id_list", "kwargs")
-
-
-def sample_responses(engine, rows: list[dict], params: ResponsesParams, shard_size: int,
-                     output: str | Path, key: str | dict) -> tuple[list[dict], dict]:
-    """`params.n` sampled answers for each `{id, prompt}` row; shard k is seeded with (seed, k)."""
-
-    def sample_shard(chunk: list[dict], index: int) -> list[dict]:
-        chats = [[{"role": "user", "content": row["prompt"]}] for row in chunk]
-        answers = engine.generate(chats, Sampling(
-            n=params.n, temperature=params.temperature, top_p=params.top_p,
-            max_new_tokens=params.max_new_tokens, seed=item_seed(params.seed, index)))
-        # a constrained prompt keeps its IFEval fields, for the judge's checkers
-        return [{"id": row["id"], "prompt": row["prompt"], "responses": texts,
-                 **{k: row[k] for k in CONSTRAINT_FIELDS if k in row}}
-                for row, texts in zip(chunk, answers)]
-
-    return run_sharded(rows, output, key, shard_size, sample_shard, desc="responses",
-                       stats=engine.stats)
 
 
 def run_responses(*, params: Params, model_dir: str, prompts_path: str, out_path: str | Path,
