@@ -87,13 +87,17 @@ def select_pairs(rows: list[dict], params: PairsParams) -> tuple[list[dict], dic
 
 
 def load_judgments(path: str) -> list[dict]:
-    """Validate judgments.jsonl: responses and mean of equal length, means numeric or null."""
+    """Validate judgments.jsonl: responses strings, as many means as responses, numeric or null."""
     rows = []
     for line, obj in read_jsonl(path):
         require(obj, "id", str, file=path, line=line)
         require(obj, "prompt", str, file=path, line=line)
         responses = require(obj, "responses", list, file=path, line=line)
         mean = require(obj, "mean", list, file=path, line=line)
+        for k, text in enumerate(responses):
+            if not isinstance(text, str):
+                raise UserError(f"response {k} is {type(text).__name__}, expected a string",
+                                file=path, line=line, field="responses")
         if len(mean) != len(responses):
             raise UserError(f"{len(mean)} means for {len(responses)} responses", file=path,
                             line=line, field="mean")
@@ -114,7 +118,8 @@ def run_pairs(*, params: Params, judgments_path: str, out_path: str | Path,
         if not pairs:
             raise UserError(
                 f"no preference pairs from {stats['prompts']} prompts (dropped: "
-                f"{stats['dropped_too_few_valid']} with < 2 valid scores, {stats['dropped_tie']} "
+                f"{stats['dropped_too_few_valid']} with < {max(2, pairs_params.min_valid)} valid scores "
+                f"(pairs.min_valid={pairs_params.min_valid}), {stats['dropped_tie']} "
                 f"ties / margin < pairs.min_margin={pairs_params.min_margin}). Raise "
                 "prompts.count or responses.n, use judge.mode=logprob (continuous scores, fewer "
                 "ties) or more judge.samples, or lower pairs.min_margin.", file=judgments_path)
