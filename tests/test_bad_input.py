@@ -199,7 +199,7 @@ def test_bad_judgments_exit_2_naming_line_and_field(tmp_path, change, field, wor
 def test_min_valid_above_two_drops_prompts_with_fewer_scores(tmp_path):
     three = {**JUDGMENT, "responses": ["x", "y", "z"], "scores": [[3.0], [1.0], [None]],
              "mean": [3.0, 1.0, None]}
-    res, judgments, out, metrics = _pairs(tmp_path, [three], "pairs:\n  min_valid: 3\n")
+    res, _, out, metrics = _pairs(tmp_path, [three], "pairs:\n  min_valid: 3\n")
     assert res.exit_code == 2, res.output
     assert "1 with < 3 valid scores (pairs.min_valid=3)" in res.output, res.output
     assert_nothing_written(out, metrics)

@@ -53,6 +53,11 @@ MOVEMENT_NOTE = (
     "judge M_t's mean score of M_t+1's answers minus of its own (paired by prompt, bootstrap 95 % "
     "interval): what DPO optimised. Fixed-judge gain: the same with the fixed judge.")
 
+PROVENANCE_NOTE = (
+    "Float results hold for the machine they were made on: under `precision: auto` and "
+    "`engine.dtype: auto` a CPU with AVX512-BF16 trains and generates in bf16, one without in "
+    "fp32 (docs/reproducibility.md).")
+
 
 def _load(path: Path) -> dict:
     """A metrics JSON file, or {} if it is missing or unreadable (reported, not fatal)."""
@@ -339,18 +344,16 @@ def provenance_text(metrics_dir: str | Path) -> str:
         how = [f"precision {m['precision']}"] if m.get("precision") else []
         how += [f"engine dtype {m['engine_dtype']}"] if m.get("engine_dtype") else []
         name = str(path.relative_to(root).with_suffix(""))
-        key = (f"{machine.get('cpu') or DASH} (flags: {', '.join(machine.get('cpu_flags') or [])"
-               f" or DASH}; bf16 native: {'yes' if machine.get('cpu_bf16_native') else 'no'}), "
+        flags = ", ".join(machine.get("cpu_flags") or []) or DASH
+        key = (f"{machine.get('cpu') or DASH} (flags: {flags}; bf16 native: "
+               f"{'yes' if machine.get('cpu_bf16_native') else 'no'}), "
                f"{machine.get('torch_threads', DASH)} torch threads of "
                f"{machine.get('cpus', DASH)} CPUs, GPU {machine.get('gpu') or 'none'}, "
                f"torch {machine.get('torch', DASH)}")
         machines.setdefault(key, []).append(name + (f" ({', '.join(how)})" if how else ""))
     if not machines:
         return ""
-    lines = ["", "## Provenance", "",
-             "Float results hold for the machine they were made on: under `precision: auto` and "
-             "`engine.dtype: auto` a CPU with AVX512-BF16 trains and generates in bf16, one "
-             "without in fp32 (docs/reproducibility.md).", ""]
+    lines = ["", "## Provenance", "", PROVENANCE_NOTE, ""]
     for key, stages in machines.items():
         lines.append(f"- {key}: {'; '.join(stages)}")
     return "\n".join(lines) + "\n"
