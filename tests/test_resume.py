@@ -234,7 +234,7 @@ def test_another_model_engine_or_input_discards_the_stage_shards(tmp_path, monke
     rows = [{"id": f"p{i}", "prompt": f"Q{i}?", "responses": ["a", "b"]} for i in range(3)]
     first = {"model": models[0], "engine": EngineParams(shard_size=1), "inputs": rows}
     second = {**first, part: {"model": models[1],
-                              "engine": EngineParams(shard_size=1, dtype="float32"),
+                              "engine": EngineParams(shard_size=1, max_model_len=1024),
                               "inputs": [{**rows[0], "prompt": "Q0, reworded?"}, *rows[1:]]}[part]}
     calls, out = _run_stage(tmp_path, monkeypatch, stage, **first, crash_at=2)
     assert len(finished_shards(out)) == 2
