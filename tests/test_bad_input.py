@@ -165,3 +165,89 @@ def test_values_accepted_before_pydantic_are_exit_2_at_load(tmp_path, key, value
     assert f"{params}:{line}: field '{key}': " in res.output, res.output
     assert res.output.count("\n") == 1  # one error, one line
     assert_nothing_written(out, metrics)
+
+
+# -- judgments.jsonl, pairs.min_valid, pairs.jsonl and dpo.max_length (issue 25, item 4) -------
+
+
+def _pairs(tmp_path, rows: list, params_text: str = "{}\n"):
+    judgments = tmp_path / "judgments.jsonl"
+    judgments.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "params.yaml").write_text(params_text)
+    out, metrics = tmp_path / "pairs.jsonl", tmp_path / "pairs.json"
+    res = invoke("pairs", "--params", str(tmp_path / "params.yaml"), "--judgments",
+                 str(judgments), "--out", str(out), "--metrics", str(metrics))
+    return res, judgments, out, metrics
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"mean": [3.0]}, "mean", "1 means for 2 responses"),
+    ({"mean": [3.0, 1.0, 2.0]}, "mean", "3 means for 2 responses"),
+    ({"mean": [3.0, "high"]}, "mean", "means must be numbers or null"),
+    ({"mean": [True, 1.0]}, "mean", "means must be numbers or null"),
+    ({"responses": ["x", 7]}, "responses", "response 1 is int, expected a string"),
+    ({"responses": [None, "y"]}, "responses", "response 0 is NoneType, expected a string"),
+    ({"mean": 3.0}, "mean", "expected array, got float"),
+])
+def test_bad_judgments_exit_2_naming_line_and_field(tmp_path, change, field, words):
+    res, judgments, out, metrics = _pairs(tmp_path, [JUDGMENT, {**JUDGMENT, **change}])
+    assert res.exit_code == 2, res.output
+    assert f"{judgments}:2: field '{field}': {words}" in res.output, res.output
+    assert_nothing_written(out, metrics)
+
+
+def test_min_valid_above_two_drops_prompts_with_fewer_scores(tmp_path):
+    three = {**JUDGMENT, "responses": ["x", "y", "z"], "scores": [[3.0], [1.0], [None]],
+             "mean": [3.0, 1.0, None]}
+    res, _, out, metrics = _pairs(tmp_path, [three], "pairs:\n  min_valid: 3\n")
+    assert res.exit_code == 2, res.output
+    assert "1 with < 3 valid scores (pairs.min_valid=3)" in res.output, res.output
+    assert_nothing_written(out, metrics)
+    full = {**three, "id": "b", "scores": [[3.0], [1.0], [2.0]], "mean": [3.0, 1.0, 2.0]}
+    res, *_ = _pairs(tmp_path, [three, full], "pairs:\n  min_valid: 3\n")
+    assert res.exit_code == 0, res.output
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["b"]
+    stats = json.loads(metrics.read_text())
+    assert (stats["pairs"], stats["dropped_too_few_valid"]) == (1, 1)
+
+
+PAIR = {"prompt": [{"role": "user", "content": "Name a colour."}],
+        "chosen": [{"role": "assistant", "content": "Blue."}],
+        "rejected": [{"role": "assistant", "content": "no"}]}
+
+
+def _dpo(tmp_path, tiny_model, rows: list, params_text: str = "{}\n"):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "params.yaml").write_text(params_text)
+    out, metrics = tmp_path / "m2", tmp_path / "dpo.json"
+    res = invoke("dpo", "--params", str(tmp_path / "params.yaml"), "--model", str(tiny_model),
+                 "--pairs", str(pairs), "--out", str(out), "--metrics", str(metrics))
+    return res, pairs, out, metrics
+MESSAGES = "expected a non-empty list of {role, content} messages"
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"chosen": None}, "chosen", "missing required field"),
+    ({"rejected": "no"}, "rejected", "expected array, got str"),
+    ({"chosen": []}, "chosen", MESSAGES),
+    ({"prompt": [{"role": "user", "content": 3}]}, "prompt", MESSAGES),
+    ({"chosen": [{"content": "Blue."}]}, "chosen", MESSAGES),
+])
+def test_bad_pairs_stop_dpo_with_exit_2(tmp_path, tiny_model, change, field, words):
+    bad = {k: v for k, v in {**PAIR, **change}.items() if v is not None}
+    res, pairs, out, metrics = _dpo(tmp_path, tiny_model, [PAIR, PAIR, bad])
+    assert res.exit_code == 2, res.output
+    assert f"{pairs}:3: field '{field}': {words}" in res.output, res.output
+    assert_nothing_written(out, metrics)
+
+
+def test_dpo_with_every_prompt_over_max_length_is_exit_2(tmp_path, tiny_model):
+    long = {**PAIR, "prompt": [{"role": "user", "content": "word " * 100}]}
+    res, pairs, out, metrics = _dpo(tmp_path, tiny_model, [long, long],
+                                    "dpo:\n  max_length: 32\n  max_steps: 1\n")
+    assert res.exit_code == 2, res.output
+    assert (f"{pairs}: field 'dpo.max_length': every prompt is at least dpo.max_length=32 "
+            "tokens: no pair is left to train on") in res.output, res.output
+    assert_nothing_written(out, metrics)
+    assert not list(tmp_path.glob("*m2*"))  # no training work folder either

@@ -150,14 +150,63 @@ def test_distillation_pulls_the_student_to_the_teacher(tmp_path, tiny_model, tea
     assert float(first["distill_kl_chosen"]) > 0 and float(first["distill_kl_rejected"]) > 0
 
 
-def test_reverse_direction_and_temperature_run(tmp_path, tiny_model, teacher_model):
+@pytest.fixture(scope="module")
+def sharp_teacher(tmp_path_factory, teacher_model) -> Path:
+    """The teacher with its final norm scaled 30x: peaked distributions, on which the KL's
+    direction and temperature matter (between two near-uniform random models they barely do)."""
+    from transformers import AutoModelForCausalLM
+
+    out = shutil.copytree(teacher_model, tmp_path_factory.mktemp("sharp") / "model")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(30.0)
+    model.save_pretrained(out)
+    return out
+
+
+def chat_kl(student_dir: Path, teacher_dir: Path, temperature: float, direction: str) -> float:
+    """Mean token KL over every pair's answer tokens as the chat template ends them (the tokens
+    DPO trains on), computed independently of the trainer: one unpadded forward per answer."""
+    student, tok = load_model(student_dir)
+    teacher, _ = load_model(teacher_dir)
+    total, count = 0.0, 0
+    for prompt, *answers in PAIRS:
+        chat = [{"role": "user", "content": prompt}]
+        head = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        n_head = len(tok(head, add_special_tokens=False)["input_ids"])
+        for answer in answers:
+            text = tok.apply_chat_template(chat + [{"role": "assistant", "content": answer}],
+                                           tokenize=False)
+            ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                s, t = (m(input_ids=ids).logits[0, n_head - 1:-1] for m in (student, teacher))
+            kl = token_kl(s, t, temperature, direction)
+            total, count = total + float(kl.sum()), count + kl.numel()
+    return total / count
+
+
+@pytest.mark.parametrize("direction, temperature", [("reverse", 2.0), ("forward", 0.5)])
+def test_direction_and_temperature_reach_the_logged_kl(tmp_path, tiny_model, sharp_teacher,
+                                                       direction, temperature):
+    """The KL logged at the first step (all four pairs in one batch, untrained student) equals the
+    independent computation for this direction and temperature, and not for the others: a
+    trainer that ignored `direction` or `temperature` (or the T^2 scale) fails here."""
     pairs = str(write_pairs(tmp_path / "pairs.jsonl"))
-    p = dpo_params(0.5, teacher_model, direction="reverse", temperature=2.0)
-    p.max_steps = 2
-    metrics = train_dpo(p, tiny_model, pairs, tmp_path / "m2", tmp_path / "m.json")
-    assert metrics["distill_kl_mean"] > 0 and metrics["steps"] == 2
-    model, _ = load_model(tmp_path / "m2")
-    assert model.num_parameters() > 0
+    p = dpo_params(0.5, sharp_teacher, direction=direction, temperature=temperature)
+    p.max_steps, p.batch_size = 1, 4
+    metrics = train_dpo(p, tiny_model, pairs, tmp_path / "m2", tmp_path / "m.json",
+                        tmp_path / "plot.csv")
+    rows = (tmp_path / "plot.csv").read_text().splitlines()
+    first = dict(zip(rows[0].split(","), map(float, rows[1].split(","))))
+    expected = {(d, t): chat_kl(tiny_model, sharp_teacher, t, d)
+                for d in ("forward", "reverse") for t in (temperature, 1.0)}
+    assert first["distill_kl"] == pytest.approx(expected[direction, temperature], rel=1e-4)
+    for setting, value in expected.items():  # the other settings are far from it
+        if setting != (direction, temperature):
+            assert abs(value - first["distill_kl"]) > 0.05 * value, (setting, expected)
+    assert first["loss"] == pytest.approx(first["distill_dpo_loss"] + 0.5 * first["distill_kl"],
+                                          rel=1e-5)
+    assert metrics["steps"] == 1 and load_model(tmp_path / "m2")[0].num_parameters() > 0
 
 
 def run_cli(tmp_path: Path, params: dict, model: str) -> subprocess.CompletedProcess:

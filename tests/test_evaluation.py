@@ -334,3 +334,59 @@ def test_eval_model_and_evaluate_tiny(tiny_model, tmp_path, write_jsonl):
     assert paired["vs_prev"]["prompt_level_strict"]["diff"] == 0.5
     assert paired["vs_sft"]["prompt_level_strict"]["diff"] == -0.25
     assert paired["vs_prev"]["prompt_level_loose"]["ci95"] == [0.0, 0.0]
+
+
+def _eval_dir(path: Path, answers: dict[str, str], fixed: list[float],
+              own: list[float] | None = None) -> Path:
+    """An eval directory as `eval-model` writes it, with hand-set fixed-judge and self scores."""
+    path.mkdir()
+    (path / "summary.json").write_text(json.dumps({"model": path.name}))
+    rows = [{"id": i, "prompt": PROMPTS[i], "answer": a} for i, a in answers.items()]
+    (path / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "fixed_judge_scores.jsonl").write_text("".join(
+        json.dumps({"id": i, "score": s}) + "\n" for i, s in zip(answers, fixed)))
+    (path / "relevance.jsonl").write_text("".join(
+        json.dumps({"id": i, "own_score": s}) + "\n" for i, s in zip(answers, own or fixed)))
+    return path
+
+
+PROMPTS = {"e0": "Tell me about cats.", "e1": "Why does it rain?", "e2": "How is tea made?"}
+
+
+def test_evaluate_gains_are_signed_after_minus_before(tiny_model, tmp_path):
+    """Different answers with known scores: the fixed-judge gain vs M_t and vs M1 and the
+    frozen-judge reward gain are M_t+1 minus the other, with their signs (swapping before and
+    after, or M_t and M1, fails here; the identical-answers case above cannot tell)."""
+    nxt_answers = {"e0": "Cats are small furry pets that purr.",
+                   "e1": "Water vapour condenses into drops that fall.",
+                   "e2": "Steep dried leaves in hot water."}
+    # the frozen judge (M_t = the tiny model) on M_t+1's answers, computed directly
+    engine = make_engine(str(tiny_model), EngineParams(name="hf"))
+    probs = engine.digit_probs([judge_messages(PROMPTS[i], a) for i, a in nxt_answers.items()],
+                               JUDGE_PREFIX)
+    after = [expected_score(p) for p in probs]
+    # M_t's self-scores of its own answers: 0.5, 1.0 and 1.5 below those -> reward gain +1.0
+    own = [a - d for a, d in zip(after, (0.5, 1.0, 1.5))]
+    sft = _eval_dir(tmp_path / "ev_m1", {i: "no" for i in PROMPTS}, [1.0, 1.0, 1.0])
+    prev = _eval_dir(tmp_path / "ev_m2", {i: "I do not know." for i in PROMPTS},
+                     [2.0, 2.0, 2.0], own)
+    nxt = _eval_dir(tmp_path / "ev_m3", nxt_answers, [4.0, 3.0, 2.0])
+    m = run_evaluate(params=load_params(_params(tmp_path)), iteration="2",
+                     model_eval=str(prev), next_eval=str(nxt), sft_eval=str(sft),
+                     out_path=tmp_path / "verdicts.jsonl", metrics_path=tmp_path / "eval.json",
+                     judge_dir=str(tiny_model), frozen_judge=str(tiny_model))
+    vs_prev, vs_sft = m["fixed_judge_gain"]["vs_prev"], m["fixed_judge_gain"]["vs_sft"]
+    assert (vs_prev["gain"], vs_prev["mean_before"], vs_prev["mean_after"]) == (1.0, 2.0, 3.0)
+    assert (vs_prev["improved"], vs_prev["worsened"]) == (2, 0)
+    assert (vs_sft["gain"], vs_sft["mean_before"], vs_sft["improved"]) == (2.0, 1.0, 3)
+    assert m["reward_gain"]["gain"] == pytest.approx(1.0, abs=1e-3)
+    assert m["reward_gain"]["mean_after"] == pytest.approx(sum(after) / 3, abs=1e-3)
+    assert m["reward_gain"]["improved"] == 3 and m["reward_gain"]["ci_low"] > 0
+    assert m["answers_changed"]["changed"] == 3
+    # and the other way round: M_t+1 worse than M_t by the same amounts, a negative gain
+    m = run_evaluate(params=load_params(_params(tmp_path)), iteration="2",
+                     model_eval=str(nxt), next_eval=str(prev), sft_eval=str(sft),
+                     out_path=tmp_path / "verdicts2.jsonl", metrics_path=tmp_path / "eval2.json",
+                     judge_dir=str(tiny_model))
+    assert m["fixed_judge_gain"]["vs_prev"]["gain"] == -1.0
+    assert m["fixed_judge_gain"]["vs_sft"]["gain"] == 1.0

@@ -1,6 +1,13 @@
 """IFEval: the official checkers' verdicts on hand-made answers, aggregates against a hand
 computation, the team's prompts against the checker registry, input errors, offline NLTK data, and
-the stage on a tiny model with a scripted engine."""
+the stage on a tiny model with a scripted engine.
+
+What is independent and what is not: the stage scores answers with lm-eval's own IFEval code
+(`lm_eval.tasks.ifeval.utils`), so `test_verdicts_are_lm_evals_own` compares lm-eval with itself
+through our wrapper. It is a wiring test (the right function, the right fields, strict and loose
+not swapped) and cannot catch a wrong checker. The independent checks are the hand-made answers
+of VERDICTS, each written to obey or to break its instruction, with the verdict decided by hand,
+and the aggregates recomputed by hand in `test_aggregate_matches_hand_computation`."""
 
 from __future__ import annotations
 
@@ -94,7 +101,8 @@ def test_official_checker_verdicts(instruction_id, kwargs, answer, strict, loose
 
 
 def test_verdicts_are_lm_evals_own():
-    """score_response returns exactly what lm-eval's process_results computes."""
+    """Wiring, not an independent check: score_response returns exactly what lm-eval's
+    process_results computes (lm-eval compared with itself; VERDICTS is the independent check)."""
     utils, registry = checkers()
     assert utils.__name__ == "lm_eval.tasks.ifeval.utils" and len(registry) == 25
     doc = row("startend:quotation")

@@ -98,3 +98,17 @@ def test_logprob_judge_on_a_tiny_real_model(tiny_model):
     # Sampling the same chats with the same seed is reproducible.
     s = Sampling(n=2, temperature=0.7, top_p=0.9, max_new_tokens=6, seed=3)
     assert engine.generate(chats[:1], s) == engine.generate(chats[:1], s)
+
+
+def test_histograms_round_half_up_alike():
+    """Means ending in .5 (two samples, or three with one unparsed) land in the upper bin, in the
+    judge stage's histogram and the evaluation's alike (Python's round() would send 2.5 to 2)."""
+    from selfreward.evaluation.metrics import score_bin, score_spread
+
+    means = [0.5, 1.5, 2.5, 3.5, 4.5, 2.4999]
+    rows = [{"scores": [[m] for m in means], "mean": means}]
+    m = judge_metrics(rows)
+    assert [m[f"hist_{d}"] for d in range(6)] == [0, 1, 2, 1, 1, 1]
+    spread = score_spread(means)
+    assert [spread[f"hist_{d}"] for d in range(6)] == [m[f"hist_{d}"] for d in range(6)]
+    assert [score_bin(x) for x in (2.5, 3.5, 2.4999, 0.0, 5.0)] == [3, 4, 2, 0, 5]

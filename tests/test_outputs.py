@@ -58,7 +58,10 @@ def test_engine_counters_become_engine_metrics(tmp_path):
 
     with stage_outputs(metrics=tmp_path / "m.json") as outputs:
         outputs.record_engine(Engine())
+    from selfreward.core.machine import machine_info
+
     assert json.loads((tmp_path / "m.json").read_text()) == {
         "engine": "hf", "engine_prompts": 3, "engine_generated_tokens": 40,
         "engine_prompt_tokens": 0, "engine_prompt_tokens_x_samples": 0,
-        "engine_truncated_prompts": 1, "engine_seconds": 2.0, "engine_tokens_per_second": 20.0}
+        "engine_truncated_prompts": 1, "engine_seconds": 2.0, "engine_tokens_per_second": 20.0,
+        "machine": machine_info()}  # where the numbers were made (docs/reproducibility.md)

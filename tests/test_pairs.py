@@ -140,7 +140,8 @@ def test_zero_pairs_fails_with_counts_and_advice(tmp_path):
                                     "--metrics", str(tmp_path / "m.json")])
     assert res.exit_code == 2
     assert "no preference pairs from 2 prompts" in res.output
-    assert "1 with < 2 valid scores, 1 ties" in res.output and "judge.mode=logprob" in res.output
+    assert "1 with < 2 valid scores (pairs.min_valid=2), 1 ties" in res.output
+    assert "judge.mode=logprob" in res.output
     assert not out.exists() and not (tmp_path / "m.json").exists()
 
 

@@ -213,3 +213,32 @@ def test_report_paired_ifeval_and_verification_gap(tmp_path):
             "does not pick passing answers more often than chance, so self-judged pairs cannot "
             "teach these skills.") in md
     assert "M2: its judge picks passing answers above chance (+10.0 [+2.0, +18.0] points)." in md
+
+
+def test_provenance_names_each_machine_with_its_stages_and_precision(tmp_path):
+    """The report says which CPU (bf16 flags), threads and precision made which figures."""
+    from selfreward.core.machine import machine_info
+
+    metrics = make_metrics(tmp_path / "metrics")
+    here = machine_info()
+    other = {"cpu": "AMD EPYC 9R14", "cpu_flags": ["avx2", "avx512f", "avx512_bf16"],
+             "cpu_bf16_native": True, "cpus": 2, "torch_threads": 2, "gpu": None,
+             "torch": "2.13.0"}
+    sft = json.loads((metrics / "sft.json").read_text())
+    (metrics / "sft.json").write_text(json.dumps({**sft, "machine": here, "precision": "fp32"}))
+    (metrics / "iter1" / "judge.json").write_text(json.dumps(
+        {"machine": other, "engine_dtype": "bfloat16"}))
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(main, ["report", "--metrics-dir", str(metrics), "--out", str(out),
+                                    "--plots", str(tmp_path / "plots")])
+    assert res.exit_code == 0, res.output
+    md = (out / "summary.md").read_text()
+    assert "## Provenance" in md
+    line = next(x for x in md.splitlines() if x.startswith("- AMD EPYC 9R14"))
+    assert "(flags: avx2, avx512f, avx512_bf16; bf16 native: yes), 2 torch threads of 2" in line
+    assert line.endswith("iter1/judge (engine dtype bfloat16)")
+    mine = next(x for x in md.splitlines() if x.startswith(f"- {here['cpu']} (flags"))
+    assert mine.endswith("sft (precision fp32)")
+    assert f"{here['torch_threads']} torch threads" in mine
+    assert here["cpu_bf16_native"] == ("avx512_bf16" in here["cpu_flags"]
+                                       or "amx_bf16" in here["cpu_flags"])

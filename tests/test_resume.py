@@ -194,6 +194,62 @@ def test_other_params_or_code_discard_the_shards(tmp_path, caplog):
         assert f"made with other {words}" in caplog.text
 
 
+def _run_stage(tmp_path, monkeypatch, stage: str, *, model: str, engine: EngineParams,
+               inputs: list[dict], crash_at: int | None) -> tuple[list, Path]:
+    """Run the real `responses` or `judge` stage over a scripted engine (one item per shard)."""
+    from selfreward.stages.judge import run_judge
+    from selfreward.stages.responses import run_responses
+
+    calls: list = []
+    scripted = _crashing_engine(calls, crash_at)
+    monkeypatch.setattr("selfreward.generation.engines.make_engine", lambda *a, **k: scripted)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in inputs))
+    out, metrics = tmp_path / "out.jsonl", tmp_path / "m.json"
+    try:
+        if stage == "judge":
+            run_judge(params=Params(judge=JudgeParams(mode="sample", samples=1), engine=engine),
+                      model_dir=model, responses_path=str(source), out_path=out,
+                      metrics_path=metrics)
+        else:
+            run_responses(params=Params(engine=engine), model_dir=model,
+                          prompts_path=str(source), out_path=out, metrics_path=metrics)
+    except Crash:
+        pass
+    return calls, out
+
+
+@pytest.mark.parametrize("stage", ["responses", "judge"])
+@pytest.mark.parametrize("part, words", [("model", "model"), ("engine", "engine settings"),
+                                         ("inputs", "inputs")])
+def test_another_model_engine_or_input_discards_the_stage_shards(tmp_path, monkeypatch, caplog,
+                                                                 stage, part, words):
+    """Each part of a stage's shard key counts: shards made from another checkpoint, engine
+    setting or input file (same ids, other text) are redone, and the log says which part."""
+    models = []
+    for name, size in (("m1", 1), ("m2", 2)):  # two checkpoints: other files, other fingerprint
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"w" * size)
+        models.append(str(tmp_path / name))
+    rows = [{"id": f"p{i}", "prompt": f"Q{i}?", "responses": ["a", "b"]} for i in range(3)]
+    first = {"model": models[0], "engine": EngineParams(shard_size=1), "inputs": rows}
+    second = {**first, part: {"model": models[1],
+                              "engine": EngineParams(shard_size=1, max_model_len=1024),
+                              "inputs": [{**rows[0], "prompt": "Q0, reworded?"}, *rows[1:]]}[part]}
+    calls, out = _run_stage(tmp_path, monkeypatch, stage, **first, crash_at=2)
+    assert len(finished_shards(out)) == 2
+    caplog.clear()
+    calls, out = _run_stage(tmp_path, monkeypatch, stage, **second, crash_at=None)
+    assert len(calls) == 3  # every shard made again, none merged
+    assert "discarding 2 shard(s)" in caplog.text and f"made with other {words}" in caplog.text
+    assert json.loads((tmp_path / "m.json").read_text())["shards_resumed"] == 0
+    # and the control: the same model, engine and input resume the finished shards
+    _run_stage(tmp_path, monkeypatch, stage, **second, crash_at=1)
+    caplog.clear()
+    calls, _ = _run_stage(tmp_path, monkeypatch, stage, **second, crash_at=None)
+    assert len(calls) == 2 and "discarding" not in caplog.text
+
+
 def test_params_models_hash_by_their_content_in_any_process():
     """Shard keys hash pydantic params by their fields' values (model_dump), not their repr."""
     from selfreward.config.params import DistillParams, DpoParams

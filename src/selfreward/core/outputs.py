@@ -24,11 +24,14 @@ class StageOutputs:
         self.metrics: dict[str, Any] = {}
 
     def record_engine(self, engine: Engine) -> None:
-        """The engine's name as `engine` and its counters (prompts, generated and truncated
-        tokens, seconds, throughput) as `engine_*` metrics."""
+        """The engine's name as `engine`, its counters (prompts, generated and truncated
+        tokens, seconds, throughput) as `engine_*` metrics, and the machine it ran on."""
+        from .machine import machine_info
+
         self.metrics["engine"] = engine.name
         self.metrics.update({f"engine_{key}": value
                              for key, value in engine.stats.as_dict().items()})
+        self.metrics["machine"] = machine_info()
 
 
 def _discard(path: Path) -> None:

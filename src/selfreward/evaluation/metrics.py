@@ -18,6 +18,12 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def score_bin(score: float) -> int:
+    """The histogram bin of a mean score: rounded half up (2.5 -> 3), the one rule every
+    histogram and exact match use (Python's round() sends 2.5 to 2 and 3.5 to 4)."""
+    return math.floor(score + 0.5)
+
+
 def compare(preferred: Score, other: Score) -> str:
     """How a judge's scores order a pair whose first item is the human-preferred one."""
     if preferred is None or other is None:
@@ -85,7 +91,7 @@ def exact_match(model: Sequence[Score], human: Sequence[float]) -> float | None:
     if not model:
         return None
     return sum(1 for m, h in zip(model, human)
-               if m is not None and math.floor(m + 0.5) == h) / len(model)
+               if m is not None and score_bin(m) == h) / len(model)
 
 
 def rankdata(values: Sequence[float]) -> list[float]:
@@ -309,7 +315,7 @@ def score_spread(scores: Sequence[float | None]) -> dict:
     A judge whose scores all land in one bin cannot rank anything, whatever its mean.
     """
     xs = [s for s in scores if s is not None]
-    hist = Counter(math.floor(s + 0.5) for s in xs)
+    hist = Counter(score_bin(s) for s in xs)
     return {"std": _round(statistics.pstdev(xs)) if len(xs) > 1 else None,
             "min": _round(min(xs)) if xs else None, "max": _round(max(xs)) if xs else None,
             "bins_used": len(hist), **{f"hist_{d}": hist.get(d, 0) for d in range(6)}}

@@ -15,7 +15,7 @@ from ..config.errors import UserError
 from ..config.params import JudgeParams
 from ..core.io import read_jsonl, require
 from ..core.shards import finish, item_seed, run_sharded, shard_key
-from ..evaluation.metrics import score_spread
+from ..evaluation.metrics import score_bin, score_spread
 from ..generation.engines import Sampling, expected_score
 from .rubric import JUDGE_PREFIX, judge_messages, judge_template
 from .scores import parse_score
@@ -83,7 +83,7 @@ def judge_metrics(rows: list[dict]) -> dict:
     per_response = [(sum(s is not None for s in ks), len(ks)) for row in rows
                     for ks in row["scores"]]
     means = [m for row in rows for m in row["mean"] if m is not None]
-    hist = Counter(round(m) for m in means)
+    hist = Counter(score_bin(m) for m in means)
     return {"judgments": len(all_scores), "parsed": len(parsed), "spread": score_spread(means),
             "parse_rate": round(len(parsed) / len(all_scores), 4) if all_scores else 0.0,
             "mean_score": round(statistics.fmean(means), 4) if means else None,

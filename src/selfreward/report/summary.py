@@ -56,6 +56,11 @@ MOVEMENT_NOTE = (
     "regressed out (section \"Gains at equal length\"). Fixed-judge gain: the same with the "
     "fixed judge.")
 
+PROVENANCE_NOTE = (
+    "Float results hold for the machine they were made on: under `precision: auto` and "
+    "`engine.dtype: auto` a CPU with AVX512-BF16 trains and generates in bf16, one without in "
+    "fp32 (docs/reproducibility.md).")
+
 
 def _load(path: Path) -> dict:
     """A metrics JSON file, or {} if it is missing or unreadable (reported, not fatal)."""
@@ -368,6 +373,37 @@ def sft_text(sft: dict) -> str:
             f"{_fmt(upd.get('relative_update'))}).")
 
 
+def provenance_text(metrics_dir: str | Path) -> str:
+    """Where the figures were made: each machine (CPU, its bf16 and vector flags, threads, GPU,
+    torch) with the stages that ran on it, their training precision and engine dtype. The same
+    commit gives other figures on a CPU with AVX512-BF16 under `auto` (docs/reproducibility.md)."""
+    root = Path(metrics_dir)
+    files = [root / "sft.json"] + sorted(root.glob("iter*/*.json")) + \
+        sorted(root.glob("models/*.json"))
+    machines: dict[str, list[str]] = {}
+    for path in files:
+        m = _load(path)
+        machine = m.get("machine")
+        if not isinstance(machine, dict):
+            continue
+        how = [f"precision {m['precision']}"] if m.get("precision") else []
+        how += [f"engine dtype {m['engine_dtype']}"] if m.get("engine_dtype") else []
+        name = str(path.relative_to(root).with_suffix(""))
+        flags = ", ".join(machine.get("cpu_flags") or []) or DASH
+        key = (f"{machine.get('cpu') or DASH} (flags: {flags}; bf16 native: "
+               f"{'yes' if machine.get('cpu_bf16_native') else 'no'}), "
+               f"{machine.get('torch_threads', DASH)} torch threads of "
+               f"{machine.get('cpus', DASH)} CPUs, GPU {machine.get('gpu') or 'none'}, "
+               f"torch {machine.get('torch', DASH)}")
+        machines.setdefault(key, []).append(name + (f" ({', '.join(how)})" if how else ""))
+    if not machines:
+        return ""
+    lines = ["", "## Provenance", "", PROVENANCE_NOTE, ""]
+    for key, stages in machines.items():
+        lines.append(f"- {key}: {'; '.join(stages)}")
+    return "\n".join(lines) + "\n"
+
+
 def _csv_value(value) -> str:
     return "" if value is None else str(value)
 
@@ -389,7 +425,7 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, plots_dir: str | 
     summary = out / "summary.md"
     with atomic_file(summary) as fh:
         fh.write(render_markdown(sft, its, models, charts) + yardstick_markdown(runs, metrics_dir)
-                 + benchmarks)
+                 + benchmarks + provenance_text(metrics_dir))
     for note in warnings(sft, its):
         log.warning("report: %s", note)
     log.info("report: %d iteration(s), %d model(s), charts %s -> %s", len(its), len(models),

@@ -237,11 +237,12 @@ def run_pairs(*, params: Params, judgments_path: str, out_path: str | Path,
         if not pairs:
             raise UserError(
                 f"no preference pairs from {stats['prompts']} prompts (pairs.source "
-                f"{pairs_params.source}; dropped: {stats['dropped_too_few_valid']} with < 2 "
-                "valid scores, "
-                f"{stats['dropped_tie']} ties / margin < pairs.min_margin="
-                f"{pairs_params.min_margin}, {stats['dropped_no_source_answer']} without a "
-                f"source answer, {stats['dropped_identical']} identical). Raise "
+                f"{pairs_params.source}; dropped: {stats['dropped_too_few_valid']} with < "
+                f"{max(2, pairs_params.min_valid)} valid scores (pairs.min_valid="
+                f"{pairs_params.min_valid}), {stats['dropped_tie']} ties / margin < "
+                f"pairs.min_margin={pairs_params.min_margin}, "
+                f"{stats['dropped_no_source_answer']} without a source answer, "
+                f"{stats['dropped_identical']} identical). Raise "
                 "prompts.count or responses.n, use judge.mode=logprob (continuous scores, fewer "
                 "ties) or more judge.samples, or lower pairs.min_margin.",
                 file=source_answers_path if pairs_params.source == "spin" else judgments_path)

@@ -15,6 +15,7 @@ import torch
 from ..config.errors import UserError
 from ..config.params import LoraParams, TrainParams
 from ..core.io import atomic_dir, write_csv, write_json
+from ..core.machine import machine_info
 from ..core.models import save_checkpoint
 from .update import checkpoint_update
 
@@ -163,7 +164,8 @@ def finish_training(trainer, tok, input_dir: str | Path, out_dir: str | Path, dt
     history = [h for h in trainer.state.log_history if "loss" in h]
     summary = [h for h in trainer.state.log_history if "train_loss" in h]
     metrics = {"steps": trainer.state.global_step,
-               "num_processes": trainer.accelerator.num_processes, **extra}
+               "num_processes": trainer.accelerator.num_processes, **extra,
+               "machine": machine_info()}  # `precision: auto` differs by CPU
     if summary:
         metrics["train_loss"] = _finite(summary[-1]["train_loss"])
         metrics["train_runtime_s"] = round(summary[-1].get("train_runtime", 0.0), 2)

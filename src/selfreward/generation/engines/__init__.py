@@ -72,7 +72,14 @@ def engine_key(params: EngineParams) -> dict:
     with shards made by the HF engine after a resume elsewhere.
     """
     settings = params.model_dump(exclude={"shard_size"})
-    return {**settings, "name": resolve_engine(params.name)}
+    name = resolve_engine(params.name)
+    if name == "hf" and settings["dtype"] == "auto":
+        # `auto` is bf16 on a CPU with AVX512-BF16 and fp32 elsewhere: shards made on one such
+        # machine are not another's (docs/reproducibility.md)
+        from .hf import auto_dtype
+
+        settings["dtype"] = auto_dtype()
+    return {**settings, "name": name}
 
 
 def make_engine(model_dir: str, params: EngineParams, seed: int = 0) -> Engine:

@@ -87,7 +87,8 @@ class HFEngine:
         ctx = getattr(self.model.config, "max_position_embeddings", None) or max_model_len
         self.max_model_len = min(max_model_len, ctx)
         self.eos_ids = stop_token_ids(self.tok)
-        self.stats = EngineStats()
+        # the dtype `auto` resolved to here: bf16 on CPUs with AVX512-BF16, else fp32 (metrics)
+        self.stats = EngineStats(extra={"dtype": dtype})
 
     def _attention(self, decoding: bool) -> None:
         """On CPU, eager attention for decoding and SDPA for prefill-only scoring.
