@@ -371,7 +371,7 @@ def test_checker_accepts_what_is_right(tmp_path):
         "`selfreward -v sft --model m0 --ift a --ift b --out m1 --metrics s.json`",
         "`selfreward eval-judge --model DIR (--pairs F \\| --eft F)`",
         "`make remote URL=s3://BUCKET/PATH [ENDPOINT=https://HOST]`",
-        "`dvc exp run -S pairs.length_tolerance=0.3 evaluate@1`",
+        "`dvc exp run -S pairs.length_rho=0.2 evaluate@1`",
         "`stages/judge.py`, `metrics/iter1/eval.json`, `${seed_data.ift}`",
         "[pipeline](docs/pipeline.md#the-stages), [here](#selfreward)",
     ]
