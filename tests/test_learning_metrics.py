@@ -165,6 +165,8 @@ def test_report_flags_position_bias_and_unmoved_checkpoints(tmp_path):
     assert "Iteration 1: not one greedy answer changed" in md
     assert "the head-to-head judge is position-biased (first-slot rate 1.000" in md
     assert "1.000 (biased)" in md
-    assert "| 1 (M1 → M2) | 90.0 | 0.0 | +0.250 [+0.050, +0.410] | -0.100 [-0.300, +0.100] |" in md
+    # the at-equal-length column is empty: these metrics carry no length-controlled gain
+    assert ("| 1 (M1 → M2) | 90.0 | 0.0 | +0.250 [+0.050, +0.410] | – | -0.100 [-0.300, +0.100] |"
+            in md)
     assert "| M0 (`models/m0`) | 65.0 [50.0, 90.0] | 0.600 |" in md
     assert "90.0 [80.0, 95.0]" in md and "3.200 [3.000, 3.400]" in md

@@ -20,7 +20,7 @@ VARIANTS = {
     "cream": ["dpo.cream.enabled=true"],
     "dual_distill": ["dpo.distill.chosen_weight=0.5", "dpo.distill.rejected_weight=0.1"],
 }
-TOUCHED = {"dpo@1", "eval_model@m2", "ifeval@m2", "evaluate@1", "report"}
+TOUCHED = {"dpo@1", "eval_model@m2", "ifeval@m2", "verify@m2", "evaluate@1", "report"}
 
 
 def test_each_variant_is_one_exp_run_and_reruns_only_dpo_and_what_reads_m2(tmp_path,

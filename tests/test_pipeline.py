@@ -169,11 +169,14 @@ def test_full_pipeline_then_incremental_reruns(tmp_path, scripted_model):
                                                "holdout": ["detectable_format"], "seed": 0})
     set_param(repo, "pairs", "verifiers", "bonus")
     ran = repro(repo)
+    # source_answers@t reads the iteration's prompts and meta_judge@t its judgments; the IFEval
+    # of every model reruns because its all/trained/held-out split reads the constraint types
     assert sorted(ran) == sorted([
-        *(f"{name}@{t}" for name in ("prompts", "responses", "judge", "pairs", "dpo")
+        *(f"{name}@{t}" for name in ("prompts", "responses", "judge", "source_answers",
+                                     "meta_judge", "pairs", "dpo")
           for t in ("1", "2")),
-        "eval_model@m2", "eval_model@m3", "evaluate@1", "evaluate@2", "ifeval@m2", "ifeval@m3",
-        "report"])
+        "eval_model@m2", "eval_model@m3", "verify@m2", "verify@m3", "evaluate@1", "evaluate@2",
+        "ifeval@m0", "ifeval@m1", "ifeval@m2", "ifeval@m3", "report"])
     prompts = [json.loads(x) for x in
                (repo / "data/iter1/prompts.jsonl").read_text().splitlines()]
     assert all(len(r["instruction_id_list"]) == 1 for r in prompts)
